@@ -1,0 +1,32 @@
+/*
+ * log.h - one-line logs to stderr or syslog.
+ *
+ * Callers: every program, any thread (each line is written with one write(2),
+ * so lines from threads never interleave). log_open() once at startup before
+ * threads start. Lines carry no trailing newline in the format; log adds it.
+ *
+ * Log once, where a decision is made (STYLE.md): inner layers return codes.
+ */
+#ifndef MX2_LOG_H
+#define MX2_LOG_H
+
+#include <stdarg.h>
+
+enum log_target { LOG_TARGET_STDERR = 0, LOG_TARGET_SYSLOG = 1 };
+enum log_level { LOG_LVL_ERR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
+
+/* ident: program name for syslog and the stderr prefix. */
+void log_open(const char *ident, enum log_target target);
+void log_set_level(enum log_level max);
+
+void log_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_vlog(enum log_level lvl, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
+/* Bad environment at startup: log and exit(1). */
+void log_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+#endif
