@@ -29,11 +29,11 @@
     X(TOO_BIG, 552, "5.3.4", "Error: message file too big")                                        \
     X(SPOOL, 452, "4.3.1", "Insufficient system storage")                                          \
     X(LOOP, 554, "5.4.6", "Too many hops: mail forwarding loop")                                   \
-    X(BARE_NEWLINE, 550, "5.5.2", "Error: bare <LF> or <CR> received")                            \
+    X(BARE_NEWLINE, 550, "5.5.2", "Error: bare <LF> or <CR> received")                             \
     X(TIMEOUT, 421, "4.4.2", "Error: timeout exceeded")                                            \
     X(TOO_MANY_CONN, 421, "4.7.0", "Error: too many connections")                                  \
     X(TOO_MANY_ERRORS, 421, "4.7.0", "Error: too many errors")                                     \
-    X(PRIMARY_UP, 421, "4.3.2", "Service not available, deliver to the primary MX")               \
+    X(PRIMARY_UP, 421, "4.3.2", "Service not available, deliver to the primary MX")                \
     X(NOT_FOUND, 550, "5.1.0", "No such entry")                                                    \
     X(EXISTS, 451, "4.3.0", "Entry exists")                                                        \
     X(CORRUPT, 451, "4.3.0", "Corrupt queue file")                                                 \
@@ -41,7 +41,10 @@
     X(TLS, 454, "4.7.0", "TLS not available due to local problem")                                 \
     X(PROTOCOL, 451, "4.5.0", "Protocol error")                                                    \
     X(SHUTDOWN, 421, "4.3.2", "Service shutting down")                                             \
-    X(INTERNAL, 451, "4.3.0", "Local error in processing")
+    X(INTERNAL, 451, "4.3.0", "Local error in processing")                                         \
+    X(BAD_SENDER, 501, "5.1.7", "Bad sender address syntax")                                       \
+    X(BAD_PARAM, 555, "5.5.4", "Unsupported option")                                               \
+    X(NOT_IMPLEMENTED, 502, "5.5.1", "Command not implemented")
 
 #define MX2_E_BASE (-40000)
 
