@@ -1,0 +1,837 @@
+/*
+ * spool.c - see spool.h; the on-disk format and the crash-safety argument
+ * are in queue/README.md.
+ *
+ * Why one LMDB environment and not a file per message (Postfix, OpenSMTPD):
+ * a file per message costs a file fsync, a rename and a directory fsync per
+ * message, which tops out at a few hundred messages per second on one disk.
+ * An LMDB commit is copy-on-write pages, fdatasync, one meta page write,
+ * fdatasync: its cost barely depends on how many messages the transaction
+ * carries, so putting every message that finished DATA during the previous
+ * commit into the next one (group commit) makes durable accept scale with
+ * concurrency instead of disk latency. The same property makes every state
+ * change atomic: a transaction is visible entirely after its meta page is
+ * written, or not at all.
+ *
+ * Threads: the environment is opened with MDB_NOTLS so read transactions
+ * are not tied to the thread that began them (a body handle may be read by a
+ * delivery thread, a walk may run beside the writer); write transactions
+ * are only ever begun by the one writer thread (LMDB serialises writers
+ * anyway, with a mutex in lock.mdb).
+ */
+#include "spool.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "fsio.h"
+#include "xalloc.h"
+
+/* Bodies per write transaction, at most (one message may exceed it alone).
+ * Without MDB_WRITEMAP LMDB builds every dirty page of a transaction in
+ * malloc'd memory before writing it, so this bounds the writer's memory while
+ * keeping ordinary batches (thousands of 2-100 KB messages) in one commit. */
+#define SPOOL_TXN_BYTES (64u << 20)
+
+#define SPOOL_MAXREADERS 1024
+
+static const char spool_meta_version_key[] = "version";
+
+struct spool {
+    char *dir;
+    char *tmpdir;
+    unsigned flags;
+    MDB_env *env;
+    MDB_dbi dbi_env, dbi_body, dbi_meta;
+    struct qid_gen gen;
+    _Atomic unsigned long tmp_seq;
+};
+
+/* LMDB codes stop here (STYLE.md: wrappers translate). */
+static int
+spool_mdb_err(int rc)
+{
+    switch (rc) {
+    case MDB_SUCCESS:
+        return 0;
+    case MDB_NOTFOUND:
+        return MX2_E_NOT_FOUND;
+    case MDB_KEYEXIST:
+        return MX2_E_EXISTS;
+    case MDB_MAP_FULL:
+    case MDB_TXN_FULL:
+    case MDB_PAGE_FULL:
+    case ENOSPC:
+    case EDQUOT:
+    case EROFS:
+    case EIO:
+        return MX2_E_SPOOL;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
+    case MDB_VERSION_MISMATCH:
+    case MDB_INCOMPATIBLE:
+        return MX2_E_CORRUPT;
+    default:
+        return rc > 0 ? -rc : MX2_E_INTERNAL;
+    }
+}
+
+static int
+spool_mapsize(size_t *out)
+{
+    const char *s = getenv("MX2_SPOOL_MAPSIZE");
+    char *end;
+    unsigned long long v;
+
+    *out = (size_t)SPOOL_DEFAULT_MAPSIZE;
+    if (s == NULL || *s == '\0')
+        return 0;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < 65536 || v > SIZE_MAX)
+        return MX2_E_INVAL;
+    *out = (size_t)v;
+    return 0;
+}
+
+/* A read transaction. A read-only spool (mx2ctl, one thread) follows a
+ * writer that grew the map; mx2d never grows its own map behind its back. */
+static int
+spool_rtxn(struct spool *s, MDB_txn **txn)
+{
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
+
+    if (rc == MDB_MAP_RESIZED && (s->flags & SPOOL_RDONLY)) {
+        rc = mdb_env_set_mapsize(s->env, 0);
+        if (rc == 0)
+            rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
+    }
+    return spool_mdb_err(rc);
+}
+
+static char *
+spool_join(const char *a, const char *b)
+{
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *p = xmalloc(n);
+
+    snprintf(p, n, "%s/%s", a, b);
+    return p;
+}
+
+/* Open the named databases and check (RW: write) the format version. */
+static int
+spool_open_dbs(struct spool *s)
+{
+    int rdonly = (s->flags & SPOOL_RDONLY) != 0;
+    unsigned dbflags = rdonly ? 0 : MDB_CREATE;
+    MDB_txn *txn;
+    MDB_val k = {sizeof(spool_meta_version_key) - 1, (void *)spool_meta_version_key}, v;
+    MDB_cursor *cur;
+    int rc;
+
+    rc = rdonly ? spool_rtxn(s, &txn) : spool_mdb_err(mdb_txn_begin(s->env, NULL, 0, &txn));
+    if (rc != 0)
+        return rc;
+    if ((rc = mdb_dbi_open(txn, "env", dbflags, &s->dbi_env)) != 0 ||
+        (rc = mdb_dbi_open(txn, "body", dbflags, &s->dbi_body)) != 0 ||
+        (rc = mdb_dbi_open(txn, "meta", dbflags, &s->dbi_meta)) != 0) {
+        mdb_txn_abort(txn);
+        /* A database without our named DBs is not a spool. */
+        return rc == MDB_NOTFOUND ? MX2_E_CORRUPT : spool_mdb_err(rc);
+    }
+    rc = mdb_get(txn, s->dbi_meta, &k, &v);
+    if (rc == MDB_NOTFOUND && !rdonly) {
+        unsigned char ver[4] = {0, 0, 0, SPOOL_FORMAT_VERSION};
+        v.mv_size = sizeof(ver);
+        v.mv_data = ver;
+        rc = mdb_put(txn, s->dbi_meta, &k, &v, 0);
+    } else if (rc == 0) {
+        const unsigned char *p = v.mv_data;
+        if (v.mv_size != 4 || p[0] || p[1] || p[2] || p[3] != SPOOL_FORMAT_VERSION) {
+            mdb_txn_abort(txn);
+            return MX2_E_CORRUPT;
+        }
+    } else if (rc == MDB_NOTFOUND) {
+        rc = 0; /* read-only view of a spool that never committed: empty */
+    }
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return spool_mdb_err(rc);
+    }
+    /* Seed the ID generator above the highest key, so IDs keep increasing
+     * across restarts even with a clock set back (MDB_APPEND relies on it). */
+    qid_gen_init(&s->gen, 0);
+    if (!rdonly && mdb_cursor_open(txn, s->dbi_env, &cur) == 0) {
+        MDB_val ck, cv;
+        uint64_t last;
+        if (mdb_cursor_get(cur, &ck, &cv, MDB_LAST) == 0 &&
+            qid_parse(ck.mv_data, ck.mv_size, &last) == 0)
+            qid_gen_raise(&s->gen, last);
+        mdb_cursor_close(cur);
+    }
+    /* Committing (also a read txn) keeps the DBI handles for all later txns. */
+    return spool_mdb_err(mdb_txn_commit(txn));
+}
+
+int
+spool_open(const char *dir, unsigned flags, struct spool **out)
+{
+    struct spool *s;
+    char *qdir = NULL;
+    size_t mapsize;
+    int rc;
+
+    *out = NULL;
+    if (dir == NULL || *dir == '\0' || (flags & ~SPOOL_RDONLY))
+        return MX2_E_INVAL;
+    if ((rc = spool_mapsize(&mapsize)) != 0)
+        return rc;
+    s = xcalloc(1, sizeof(*s));
+    s->dir = xstrdup(dir);
+    s->tmpdir = spool_join(dir, "tmp");
+    s->flags = flags;
+    atomic_init(&s->tmp_seq, 0);
+    qdir = spool_join(dir, "queue");
+
+    if (flags & SPOOL_RDONLY) {
+        /* Create nothing: a missing spool is the operator's news. */
+        char *data = spool_join(qdir, "data.mdb");
+        struct stat st;
+        rc = stat(data, &st) != 0 ? -errno : 0;
+        free(data);
+        if (rc != 0)
+            goto fail;
+    } else {
+        if ((rc = fsio_mkdirs(qdir, 0700)) != 0 || (rc = fsio_mkdirs(s->tmpdir, 0700)) != 0)
+            goto fail;
+    }
+
+    if ((rc = mdb_env_create(&s->env)) != 0) {
+        rc = spool_mdb_err(rc);
+        goto fail;
+    }
+    mdb_env_set_maxdbs(s->env, 4);
+    mdb_env_set_maxreaders(s->env, SPOOL_MAXREADERS);
+    if (!(flags & SPOOL_RDONLY))
+        mdb_env_set_mapsize(s->env, mapsize);
+    /* Default sync mode: mdb_txn_commit returns after fdatasync of the data
+     * pages and of the meta page. That return is what 250 waits for. */
+    rc = mdb_env_open(s->env, qdir, MDB_NOTLS | ((flags & SPOOL_RDONLY) ? MDB_RDONLY : 0), 0600);
+    if (rc != 0) {
+        rc = spool_mdb_err(rc);
+        goto fail;
+    }
+    if ((rc = spool_open_dbs(s)) != 0)
+        goto fail;
+    if (!(flags & SPOOL_RDONLY)) {
+        /* data.mdb and lock.mdb may have just been created: make their
+         * directory entries (and queue/, tmp/ themselves) durable before
+         * anything is acknowledged. */
+        if ((rc = fsio_fsync_dir(qdir)) != 0 || (rc = fsio_fsync_dir(dir)) != 0)
+            goto fail;
+    }
+    free(qdir);
+    *out = s;
+    return 0;
+
+fail:
+    free(qdir);
+    spool_close(s);
+    return rc;
+}
+
+void
+spool_close(struct spool *spool)
+{
+    if (spool == NULL)
+        return;
+    if (spool->env != NULL)
+        mdb_env_close(spool->env);
+    free(spool->dir);
+    free(spool->tmpdir);
+    free(spool);
+}
+
+const char *
+spool_dir(const struct spool *spool)
+{
+    return spool->dir;
+}
+
+/* ---- receiving ---- */
+
+int
+spool_tmp_open(struct spool *spool, int *fd, char *path_out)
+{
+    struct timespec ts;
+
+    *fd = -1;
+    if (spool->flags & SPOOL_RDONLY)
+        return MX2_E_INVAL;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    for (int tries = 0; tries < 100; tries++) {
+        unsigned long seq = atomic_fetch_add(&spool->tmp_seq, 1);
+        int n = snprintf(path_out, SPOOL_PATH_MAX, "%s/%lld.%ld.%lu", spool->tmpdir,
+                         (long long)ts.tv_sec, (long)getpid(), seq);
+        if (n < 0 || n >= SPOOL_PATH_MAX)
+            return -ENAMETOOLONG;
+        *fd = open(path_out, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (*fd >= 0)
+            return 0;
+        if (errno != EEXIST && errno != EINTR)
+            return errno == ENOSPC || errno == EDQUOT ? MX2_E_SPOOL : -errno;
+    }
+    return -EEXIST;
+}
+
+/* Fill dst with len bytes from offset 0 of fd. A file shorter than the
+ * caller said is -EIO: storing a truncated message would be silent loss. */
+static int
+spool_pread_all(int fd, unsigned char *dst, size_t len)
+{
+    size_t off = 0;
+
+    while (off < len) {
+        ssize_t r = pread(fd, dst + off, len - off, (off_t)off);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (r == 0)
+            return -EIO;
+        off += (size_t)r;
+    }
+    return 0;
+}
+
+/* Put one message into txn. Returns 0 (stored, msg->qid set), a per-message
+ * error in msg->result with return 0 (skipped, txn still good), or an LMDB
+ * code (< 0 translated) that dooms the whole transaction. */
+static int
+spool_put_one(struct spool *s, MDB_txn *txn, struct spool_new *m)
+{
+    struct envelope *e = m->env;
+    char qid[QID_SIZE];
+    size_t envlen, outlen;
+    MDB_val k, v;
+    int rc;
+
+    m->qid[0] = '\0';
+    if (e == NULL || (m->body_fd < 0 && m->body == NULL && m->body_len > 0)) {
+        m->result = MX2_E_INVAL;
+        return 0;
+    }
+    /* The ID is assigned here, inside the transaction, by the one writer:
+     * keys are therefore strictly increasing and MDB_APPEND is valid. */
+    qid_next(&s->gen, qid);
+    memcpy(e->qid, qid, QID_SIZE);
+    e->size = m->body_len;
+    envlen = envelope_encoded_size(e);
+    if (envlen == 0) {
+        m->result = MX2_E_INVAL;
+        return 0;
+    }
+
+    k.mv_size = QID_LEN;
+    k.mv_data = qid;
+    v.mv_size = m->body_len;
+    v.mv_data = NULL;
+    rc = mdb_put(txn, s->dbi_body, &k, &v, MDB_RESERVE | MDB_APPEND);
+    if (rc != 0)
+        return rc;
+    /* Copy the body straight into the page LMDB reserved: no intermediate
+     * buffer, so the writer's memory is the transaction's dirty pages. */
+    if (m->body_fd >= 0) {
+        rc = spool_pread_all(m->body_fd, v.mv_data, m->body_len);
+        if (rc != 0) {
+            int drc = mdb_del(txn, s->dbi_body, &k, NULL);
+            if (drc != 0)
+                return drc;
+            m->result = rc;
+            return 0;
+        }
+    } else if (m->body_len > 0) {
+        memcpy(v.mv_data, m->body, m->body_len);
+    }
+
+    v.mv_size = envlen;
+    v.mv_data = NULL;
+    rc = mdb_put(txn, s->dbi_env, &k, &v, MDB_RESERVE | MDB_APPEND);
+    if (rc != 0)
+        return rc;
+    if (envelope_encode_to(e, v.mv_data, envlen, &outlen) != 0 || outlen != envlen)
+        abort(); /* encoded_size said it encodes: a broken invariant */
+    memcpy(m->qid, qid, QID_SIZE);
+    m->result = 1; /* stored in this txn; becomes 0 when the commit succeeds */
+    return 0;
+}
+
+/* One transaction over msgs[0..n). Returns 0 or the commit error. */
+static int
+spool_commit_txn(struct spool *s, struct spool_new *msgs, size_t n)
+{
+    MDB_txn *txn;
+    int rc;
+
+    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = spool_put_one(s, txn, &msgs[i]);
+    if (rc == 0) {
+        /* The durability point: LMDB writes the dirty pages, fdatasyncs,
+         * writes the meta page that makes them reachable, fdatasyncs. */
+        rc = mdb_txn_commit(txn);
+    } else {
+        mdb_txn_abort(txn);
+    }
+    rc = spool_mdb_err(rc);
+    for (size_t i = 0; i < n; i++) {
+        if (rc != 0) {
+            msgs[i].result = rc;
+            msgs[i].qid[0] = '\0';
+        } else if (msgs[i].result == 1) {
+            msgs[i].result = 0;
+        }
+    }
+    return rc;
+}
+
+int
+spool_commit(struct spool *spool, struct spool_new *msgs, size_t n)
+{
+    size_t start = 0;
+    int first_err = 0;
+
+    if (spool->flags & SPOOL_RDONLY) {
+        for (size_t i = 0; i < n; i++)
+            msgs[i].result = MX2_E_INVAL;
+        return MX2_E_INVAL;
+    }
+    while (start < n) {
+        size_t end = start, bytes = 0;
+        /* At least one message per transaction; more while under the cap. */
+        do {
+            bytes += msgs[end].body_len;
+            end++;
+        } while (end < n && bytes + msgs[end].body_len <= SPOOL_TXN_BYTES);
+        int rc = spool_commit_txn(spool, msgs + start, end - start);
+        if (rc != 0 && first_err == 0)
+            first_err = rc;
+        start = end;
+    }
+    return first_err;
+}
+
+/* ---- state changes ---- */
+
+/* Apply op to the decoded envelope e. 0 or MX2_E_INVAL. */
+static int
+spool_apply(struct envelope *e, const struct spool_op *op)
+{
+    switch (op->kind) {
+    case SPOOL_OP_RCPT: {
+        if (op->rcpt >= e->nrcpt || (unsigned)op->state > ENVELOPE_RCPT_DEFERRED || op->when < 0)
+            return MX2_E_INVAL;
+        struct envelope_rcpt *r = &e->rcpts[op->rcpt];
+        r->state = op->state;
+        r->attempts = op->attempts;
+        r->last_attempt = op->when;
+        if (op->error != NULL)
+            envelope_set_error(r, op->error, strlen(op->error));
+        return 0;
+    }
+    case SPOOL_OP_SCHEDULE:
+        if (op->first_failure < 0 || op->next_attempt < 0)
+            return MX2_E_INVAL;
+        e->attempts = op->attempts;
+        e->first_failure = op->first_failure;
+        e->next_attempt = op->next_attempt;
+        return 0;
+    case SPOOL_OP_HOLD:
+        e->flags |= ENVELOPE_F_HOLD;
+        return 0;
+    case SPOOL_OP_RELEASE:
+        e->flags &= ~ENVELOPE_F_HOLD;
+        e->next_attempt = 0;
+        return 0;
+    case SPOOL_OP_WARNED:
+        e->flags |= ENVELOPE_F_WARNED;
+        return 0;
+    case SPOOL_OP_DSN_SENT:
+        if (op->rcpt == SPOOL_RCPT_ALL) {
+            for (size_t i = 0; i < e->nrcpt; i++)
+                if (e->rcpts[i].state == ENVELOPE_RCPT_BOUNCED)
+                    e->rcpts[i].flags |= ENVELOPE_RF_DSN_SENT;
+            return 0;
+        }
+        if (op->rcpt >= e->nrcpt)
+            return MX2_E_INVAL;
+        e->rcpts[op->rcpt].flags |= ENVELOPE_RF_DSN_SENT;
+        return 0;
+    case SPOOL_OP_DELETE:
+        break;
+    }
+    return MX2_E_INVAL;
+}
+
+/* One op inside txn. Per-op failures go to op->result (return 0); a
+ * non-zero return is an LMDB error that dooms the transaction. */
+static int
+spool_op_one(struct spool *s, MDB_txn *txn, struct spool_op *op)
+{
+    MDB_val k = {QID_LEN, op->qid}, v;
+    struct envelope e;
+    size_t len, outlen;
+    int rc;
+
+    if (qid_parse(op->qid, strnlen(op->qid, QID_SIZE), NULL) != 0) {
+        op->result = MX2_E_INVAL;
+        return 0;
+    }
+    if (op->kind == SPOOL_OP_DELETE) {
+        rc = mdb_del(txn, s->dbi_env, &k, NULL);
+        if (rc != 0 && rc != MDB_NOTFOUND)
+            return rc;
+        op->result = rc == MDB_NOTFOUND ? MX2_E_NOT_FOUND : 0;
+        rc = mdb_del(txn, s->dbi_body, &k, NULL);
+        if (rc != 0 && rc != MDB_NOTFOUND)
+            return rc;
+        return 0;
+    }
+    rc = mdb_get(txn, s->dbi_env, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        op->result = MX2_E_NOT_FOUND;
+        return 0;
+    }
+    if (rc != 0)
+        return rc;
+    if (envelope_decode(v.mv_data, v.mv_size, &e) != 0) {
+        op->result = MX2_E_CORRUPT;
+        return 0;
+    }
+    op->result = spool_apply(&e, op);
+    if (op->result == 0) {
+        len = envelope_encoded_size(&e);
+        if (len == 0) {
+            op->result = MX2_E_INVAL;
+        } else {
+            v.mv_size = len;
+            v.mv_data = NULL;
+            rc = mdb_put(txn, s->dbi_env, &k, &v, MDB_RESERVE);
+            if (rc == 0 && (envelope_encode_to(&e, v.mv_data, len, &outlen) != 0 || outlen != len))
+                abort(); /* encoded_size said it encodes */
+        }
+    }
+    envelope_free(&e);
+    return rc;
+}
+
+int
+spool_update(struct spool *spool, struct spool_op *ops, size_t n)
+{
+    MDB_txn *txn;
+    int rc;
+
+    if (spool->flags & SPOOL_RDONLY) {
+        for (size_t i = 0; i < n; i++)
+            ops[i].result = MX2_E_INVAL;
+        return MX2_E_INVAL;
+    }
+    rc = mdb_txn_begin(spool->env, NULL, 0, &txn);
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = spool_op_one(spool, txn, &ops[i]);
+    if (rc == 0)
+        rc = mdb_txn_commit(txn);
+    else
+        mdb_txn_abort(txn);
+    rc = spool_mdb_err(rc);
+    if (rc != 0)
+        for (size_t i = 0; i < n; i++)
+            ops[i].result = rc;
+    return rc;
+}
+
+/* ---- reading ---- */
+
+int
+spool_get(struct spool *spool, const char *qid, struct envelope *out)
+{
+    MDB_txn *txn;
+    MDB_val k, v;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if (!qid_valid(qid))
+        return MX2_E_INVAL;
+    if ((rc = spool_rtxn(spool, &txn)) != 0)
+        return rc;
+    k.mv_size = QID_LEN;
+    k.mv_data = (void *)qid;
+    rc = mdb_get(txn, spool->dbi_env, &k, &v);
+    if (rc == 0)
+        rc = envelope_decode(v.mv_data, v.mv_size, out);
+    else
+        rc = spool_mdb_err(rc);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+/* The key as a printable ID for reports, even when it is not a valid one. */
+static void
+spool_key_name(const MDB_val *k, char out[QID_SIZE])
+{
+    size_t n = k->mv_size < QID_LEN ? k->mv_size : QID_LEN;
+    const unsigned char *p = k->mv_data;
+
+    for (size_t i = 0; i < n; i++)
+        out[i] = ((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'A' && p[i] <= 'Z')) ? (char)p[i] : '?';
+    out[n] = '\0';
+}
+
+int
+spool_walk(struct spool *spool, spool_walk_cb cb, void *arg)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc, op = MDB_FIRST;
+
+    if ((rc = spool_rtxn(spool, &txn)) != 0)
+        return rc;
+    rc = mdb_cursor_open(txn, spool->dbi_env, &cur);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return spool_mdb_err(rc);
+    }
+    for (;;) {
+        char name[QID_SIZE];
+        struct envelope e;
+        rc = mdb_cursor_get(cur, &k, &v, (MDB_cursor_op)op);
+        op = MDB_NEXT;
+        if (rc == MDB_NOTFOUND) {
+            rc = 0;
+            break;
+        }
+        if (rc != 0) {
+            rc = spool_mdb_err(rc);
+            break;
+        }
+        spool_key_name(&k, name);
+        int drc = envelope_decode(v.mv_data, v.mv_size, &e);
+        /* A record whose key and embedded ID disagree is as corrupt as one
+         * whose CRC fails: it would be delivered under the wrong name. */
+        if (drc == 0 && (k.mv_size != QID_LEN || memcmp(k.mv_data, e.qid, QID_LEN) != 0)) {
+            envelope_free(&e);
+            drc = MX2_E_CORRUPT;
+        }
+        rc = drc == 0 ? cb(arg, name, &e, 0) : cb(arg, name, NULL, drc);
+        envelope_free(&e);
+        if (rc != 0)
+            break;
+    }
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+int
+spool_body_open(struct spool *spool, const char *qid, struct spool_body *b)
+{
+    MDB_txn *txn;
+    MDB_val k, v;
+    int rc;
+
+    memset(b, 0, sizeof(*b));
+    if (!qid_valid(qid))
+        return MX2_E_INVAL;
+    if ((rc = spool_rtxn(spool, &txn)) != 0)
+        return rc;
+    k.mv_size = QID_LEN;
+    k.mv_data = (void *)qid;
+    rc = mdb_get(txn, spool->dbi_body, &k, &v);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return spool_mdb_err(rc);
+    }
+    b->data = v.mv_data;
+    b->len = v.mv_size;
+    b->txn_ = txn;
+    return 0;
+}
+
+void
+spool_body_close(struct spool_body *b)
+{
+    if (b == NULL || b->txn_ == NULL)
+        return;
+    mdb_txn_abort(b->txn_);
+    memset(b, 0, sizeof(*b));
+}
+
+int
+spool_body_unstuff(const unsigned char *data, size_t len,
+                   int (*out)(void *arg, const unsigned char *p, size_t n), void *arg)
+{
+    size_t off = 0;
+
+    /* Each line that starts with '.' had one '.' added (RFC 5321 4.5.2):
+     * emit every line from its second byte in that case. */
+    while (off < len) {
+        const unsigned char *nl = memchr(data + off, '\n', len - off);
+        size_t end = nl ? (size_t)(nl - data) + 1 : len;
+        size_t from = off;
+        int rc;
+        if (data[off] == '.')
+            from++;
+        if (end > from && (rc = out(arg, data + from, end - from)) != 0)
+            return rc;
+        off = end;
+    }
+    return 0;
+}
+
+/* ---- figures and recovery ---- */
+
+static int
+spool_stats_cb(void *arg, const char *qid, struct envelope *e, int err)
+{
+    struct spool_stats *st = arg;
+
+    st->messages++;
+    if (e == NULL) {
+        st->corrupt++;
+        return 0;
+    }
+    st->recipients += envelope_pending_count(e);
+    st->bytes += e->size;
+    if (e->flags & ENVELOPE_F_HOLD)
+        st->held++;
+    if (st->oldest_arrival == 0 || e->arrival_sec < st->oldest_arrival)
+        st->oldest_arrival = e->arrival_sec;
+    return 0;
+}
+
+int
+spool_stats(struct spool *spool, struct spool_stats *st)
+{
+    memset(st, 0, sizeof(*st));
+    return spool_walk(spool, spool_stats_cb, st);
+}
+
+/* Remove every entry of tmp/. Only called before sessions start, so every
+ * file there belongs to a session that died before its commit: its client
+ * never got a 250 and will send again. */
+static int
+spool_clean_tmp(struct spool *s, uint64_t *removed)
+{
+    DIR *d = opendir(s->tmpdir);
+    struct dirent *de;
+    int rc = 0;
+
+    *removed = 0;
+    if (d == NULL)
+        return -errno;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+            (*removed)++;
+        else if (errno != ENOENT && rc == 0)
+            rc = -errno;
+    }
+    closedir(d);
+    return rc;
+}
+
+/* Bodies without an envelope cannot arise (both are written in one
+ * transaction, deleted in one); if a bug ever left one, it is invisible to
+ * every reader and only wastes space, so recovery reclaims it. */
+static int
+spool_drop_orphans(struct spool *s)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k, v, ev;
+    int rc, found = 0;
+
+    if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0)
+        return spool_mdb_err(rc);
+    if ((rc = mdb_cursor_open(txn, s->dbi_body, &cur)) != 0) {
+        mdb_txn_abort(txn);
+        return spool_mdb_err(rc);
+    }
+    rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (rc == 0) {
+        if (mdb_get(txn, s->dbi_env, &k, &ev) == MDB_NOTFOUND) {
+            if ((rc = mdb_cursor_del(cur, 0)) != 0)
+                break;
+            found++;
+        }
+        /* After mdb_cursor_del, MDB_NEXT yields the item that followed the
+         * deleted one (LMDB marks the cursor C_DEL and does not advance). */
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        mdb_txn_abort(txn);
+        return spool_mdb_err(rc);
+    }
+    if (!found) {
+        mdb_txn_abort(txn);
+        return 0;
+    }
+    return spool_mdb_err(mdb_txn_commit(txn));
+}
+
+int
+spool_recover(struct spool *spool, struct spool_stats *st)
+{
+    uint64_t removed;
+    int rc;
+
+    memset(st, 0, sizeof(*st));
+    if (spool->flags & SPOOL_RDONLY)
+        return MX2_E_INVAL;
+    if ((rc = spool_clean_tmp(spool, &removed)) != 0)
+        return rc;
+    if ((rc = fsio_fsync_dir(spool->tmpdir)) != 0)
+        return rc;
+    if ((rc = spool_drop_orphans(spool)) != 0)
+        return rc;
+    rc = spool_stats(spool, st);
+    st->tmp_removed = removed;
+    return rc;
+}
+
+int
+spool_free_space(struct spool *spool, uint64_t *bytes_avail)
+{
+    struct statvfs sv;
+    MDB_envinfo info;
+    MDB_stat ms;
+    uint64_t disk, used, room;
+
+    if (statvfs(spool->dir, &sv) != 0)
+        return -errno;
+    disk = (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize;
+    if (mdb_env_info(spool->env, &info) != 0 || mdb_env_stat(spool->env, &ms) != 0)
+        return MX2_E_INTERNAL;
+    /* Pages past last_pgno are never used yet; freed pages inside it are
+     * reused too, so this undercounts the map's room: the safe direction. */
+    used = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
+    room = info.me_mapsize > used ? info.me_mapsize - used : 0;
+    *bytes_avail = disk < room ? disk : room;
+    return 0;
+}
