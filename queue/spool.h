@@ -21,6 +21,9 @@
  * running: LMDB readers never block the writer). Never call from the event
  * loop.
  *
+ * Open a given spool at most once per process (LMDB's rule: its POSIX locks
+ * are per process), and do not use a spool across fork().
+ *
  * Ownership: struct spool is opaque, created by spool_open, released by
  * spool_close (NULL is a no-op; close only when no other thread uses it).
  * Envelopes passed in are borrowed; envelopes handed out are owned by the
@@ -83,14 +86,17 @@ struct spool_new {
 };
 
 /* Store n messages in ONE write transaction and ONE commit (group commit).
- * For each: assign a fresh queue ID (strictly increasing), encode and put
- * the envelope, reserve the body's space in the map and copy the body into it
- * (memcpy or pread). A message whose envelope does not encode (MX2_E_INVAL) or
- * whose temp file is short/unreadable (-EIO/-errno) fails alone; the others
- * still commit. When the commit itself fails every message fails with the
- * same code (disk or map full: MX2_E_SPOOL) and nothing of the batch is
- * visible. Returns 0 when the transaction committed (see each result), else
- * the code every message got. Writer thread only. */
+ * (A batch whose bodies add up to more than 64 MiB is split into several
+ * transactions, because LMDB holds a transaction's dirty pages in memory
+ * until the commit; results are still per message.) For each: assign a fresh
+ * queue ID (strictly increasing), encode and put the envelope, reserve the
+ * body's space in the map and copy the body into it (memcpy or pread). A
+ * message whose envelope does not encode (MX2_E_INVAL) or whose temp file is
+ * short/unreadable (-EIO/-errno) fails alone; the others still commit. When
+ * the commit itself fails every message of that transaction fails with the
+ * same code (disk or map full: MX2_E_SPOOL) and nothing of it is visible.
+ * Returns 0 when every transaction committed (see each result), else the
+ * first commit error. Writer thread only. */
 int spool_commit(struct spool *spool, struct spool_new *msgs, size_t n);
 
 /* ---- state changes ---- */
