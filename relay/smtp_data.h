@@ -85,6 +85,7 @@ struct smtp_data {
     bool bare_start_;         /* current line began after a bare LF */
     uint64_t line_len_;       /* output octets in the current line */
     bool in_header_;
+    uint64_t hdr_col_;        /* content octets in the current header line */
     int hdr_kind_;            /* what the current header field is */
     bool hdr_name_done_;
     unsigned hdr_name_len_;
