@@ -1,8 +1,335 @@
+/*
+ * main.c - mx2d: arguments, `-t`, startup order, signals, privilege drop,
+ * shutdown order.
+ *
+ * Startup: config (every problem printed, exit 2) -> bind the listeners
+ * (port 25 needs root or CAP_NET_BIND_SERVICE) -> drop privileges to `user`
+ * -> open the spool and recover it (remove bodies of sessions that never got
+ * their 250) -> start the writer thread -> open the map -> run the loop.
+ * Nothing is accepted before the loop runs, so the order is safe.
+ *
+ * Shutdown (SIGTERM/SIGINT): stop accepting; idle sessions get 421; sessions
+ * in DATA or waiting for their commit finish (bounded); then the writer
+ * drains its queue and the process exits 0. A message answered 250 is
+ * already durable, so even a kill -9 at any point loses nothing.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
-int main(void);
-int
-main(void)
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "config.h"
+#include "err.h"
+#include "fsio.h"
+#include "log.h"
+#include "rcptmap.h"
+#include "smtp_server.h"
+#include "smtp_session.h"
+#include "spool.h"
+#include "tls.h"
+#include "writer.h"
+
+#define MX2D_MAP_CHECK_MS 2000      /* map rebuilt by mx2map: picked up within this */
+#define MX2D_SHUTDOWN_BOUND_MS 30000 /* sessions in DATA get this long to finish */
+
+struct mx2d {
+    uv_loop_t *loop;
+    struct mx2_config cfg;
+    struct spool *spool;
+    struct rcptmap *map;
+    struct writer *writer;
+    struct tls_ctx *tls;
+    struct smtpd_server smtpd;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t map_timer, stop_timer;
+    uint64_t stop_started;
+    int stopping;
+};
+
+static void
+usage(FILE *f)
 {
-    puts("mx2d " MX2_VERSION);
+    fprintf(f, "usage: mx2d [-c FILE]      run the relay in the foreground\n"
+               "       mx2d -t [-c FILE]   check the configuration and the map, then exit\n"
+               "       mx2d -h | --help | --version\n"
+               "FILE defaults to %s\n",
+            MX2_DEFAULT_CONFIG);
+}
+
+static void
+mx2d_on_map_timer(uv_timer_t *t)
+{
+    struct mx2d *d = t->data;
+    int rc = rcptmap_maybe_reopen(d->map);
+
+    if (rc == 1)
+        log_info("recipient map %s reloaded (%zu keys)", d->cfg.recipient_map,
+                 rcptmap_count(d->map));
+    else if (rc < 0 && !rcptmap_is_open(d->map))
+        log_debug("recipient map %s still unavailable: %s", d->cfg.recipient_map,
+                  mx2_strerror(rc));
+}
+
+static void
+mx2d_close_handle(uv_handle_t *h)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void
+mx2d_on_stop_timer(uv_timer_t *t)
+{
+    struct mx2d *d = t->data;
+
+    if (!smtpd_server_idle(&d->smtpd)) {
+        if (uv_now(d->loop) - d->stop_started < MX2D_SHUTDOWN_BOUND_MS)
+            return;
+        /* Bound reached: drop sessions still talking. One waiting for its
+         * commit stays until the writer answers (it is never acked early). */
+        for (struct smtpd_session *s = d->smtpd.sessions; s != NULL; s = s->next)
+            if (s->state != SMTPD_S_COMMIT)
+                conn_close(&s->conn);
+        return;
+    }
+    uv_timer_stop(t);
+    writer_stop(d->writer);
+    d->writer = NULL;
+    mx2d_close_handle((uv_handle_t *)&d->sig_term);
+    mx2d_close_handle((uv_handle_t *)&d->sig_int);
+    mx2d_close_handle((uv_handle_t *)&d->sig_hup);
+    mx2d_close_handle((uv_handle_t *)&d->map_timer);
+    mx2d_close_handle((uv_handle_t *)&d->stop_timer);
+}
+
+static void
+mx2d_on_signal(uv_signal_t *h, int signum)
+{
+    struct mx2d *d = h->data;
+
+    if (signum == SIGHUP) {
+        int rc = rcptmap_reopen(d->map);
+        if (rc == 1)
+            log_info("SIGHUP: recipient map %s reopened (%zu keys)", d->cfg.recipient_map,
+                     rcptmap_count(d->map));
+        else
+            log_warn("SIGHUP: recipient map %s: %s", d->cfg.recipient_map, mx2_strerror(rc));
+        return;
+    }
+    if (d->stopping)
+        return;
+    d->stopping = 1;
+    log_info("%s: stopping (sessions in DATA may finish)", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    smtpd_server_stop(&d->smtpd);
+    d->stop_started = uv_now(d->loop);
+    uv_timer_start(&d->stop_timer, mx2d_on_stop_timer, 0, 50);
+}
+
+/* Make the spool the unprivileged user's before dropping root to it. */
+static int
+mx2d_chown_spool(const char *dir, uid_t uid, gid_t gid)
+{
+    static const char *const subs[] = {"", "/queue", "/tmp", "/queue/data.mdb", "/queue/lock.mdb"};
+    char path[4096];
+
+    for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+        snprintf(path, sizeof(path), "%s%s", dir, subs[i]);
+        if (chown(path, uid, gid) != 0 && errno != ENOENT)
+            return -errno;
+    }
+    return 0;
+}
+
+static int
+mx2d_drop_privileges(const struct mx2_config *cfg)
+{
+    struct passwd *pw;
+    int rc;
+
+    if (cfg->user == NULL || cfg->user[0] == '\0')
+        return 0;
+    if ((pw = getpwnam(cfg->user)) == NULL) {
+        log_err("user %s: no such user", cfg->user);
+        return MX2_E_CONFIG;
+    }
+    if (getuid() != 0 && geteuid() != 0) {
+        if (getuid() == pw->pw_uid)
+            return 0;
+        log_err("user %s: cannot switch users without root", cfg->user);
+        return -EPERM;
+    }
+    (void)fsio_mkdirs(cfg->spool_dir, 0700);
+    if ((rc = mx2d_chown_spool(cfg->spool_dir, pw->pw_uid, pw->pw_gid)) != 0) {
+        log_err("spool %s: chown to %s: %s", cfg->spool_dir, cfg->user, mx2_strerror(rc));
+        return rc;
+    }
+    if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
+        setuid(pw->pw_uid) != 0) {
+        rc = -errno;
+        log_err("dropping privileges to %s: %s", cfg->user, mx2_strerror(rc));
+        return rc;
+    }
+    if (setuid(0) == 0) {
+        log_err("dropping privileges to %s: still able to regain root", cfg->user);
+        return -EPERM;
+    }
+    log_info("running as user %s (uid %ld)", cfg->user, (long)pw->pw_uid);
+    return 0;
+}
+
+static int
+mx2d_check(const char *path, struct mx2_config *cfg, int check_only)
+{
+    struct config_errors errs = {0};
+    int rc, problems = 0;
+
+    rc = config_load(path, cfg, &errs);
+    if (rc == 0)
+        rc = config_check_daemon(cfg, &errs);
+    for (size_t i = 0; i < errs.count; i++)
+        fprintf(stderr, "mx2d: %s\n", errs.lines[i]);
+    problems = (int)errs.count;
+    if (rc != 0 && problems == 0) {
+        fprintf(stderr, "mx2d: %s: %s\n", path, mx2_strerror(rc));
+        problems = 1;
+    }
+    config_errors_free(&errs);
+    if (problems == 0 && check_only) {
+        struct rcptmap *map = NULL;
+        rc = rcptmap_open(cfg->recipient_map, &map);
+        if (rc != 0) {
+            fprintf(stderr, "mx2d: recipient_map %s: %s\n", cfg->recipient_map, mx2_strerror(rc));
+            problems++;
+        }
+        rcptmap_close(map);
+        if (cfg->tls_cert[0] != '\0') {
+            struct tls_ctx *tls = NULL;
+            char why[256];
+            if (tls_ctx_server_new(cfg->tls_cert, cfg->tls_key, &tls, why, sizeof(why)) != 0) {
+                fprintf(stderr, "mx2d: tls_cert/tls_key: %s\n", why);
+                problems++;
+            }
+            tls_ctx_free(tls);
+        }
+    }
+    return problems;
+}
+
+int main(int argc, char **argv);
+
+int
+main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = MX2_DEFAULT_CONFIG;
+    int check_only = 0, opt, rc;
+    struct mx2d d;
+    struct spool_stats st;
+
+    memset(&d, 0, sizeof(d));
+    while ((opt = getopt_long(argc, argv, "c:th", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            path = optarg;
+            break;
+        case 't':
+            check_only = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("mx2d %s\n", MX2_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "mx2d: unexpected argument: %s\n", argv[optind]);
+        return 2;
+    }
+    if (mx2d_check(path, &d.cfg, check_only) != 0) {
+        config_free(&d.cfg);
+        return 2;
+    }
+    if (check_only) {
+        printf("mx2d: %s: configuration OK\n", path);
+        config_free(&d.cfg);
+        return 0;
+    }
+
+    log_open("mx2d", d.cfg.log == MX2_LOG_SYSLOG ? LOG_TARGET_SYSLOG : LOG_TARGET_STDERR);
+    signal(SIGPIPE, SIG_IGN);
+    d.loop = uv_default_loop();
+
+    if (d.cfg.tls_cert[0] != '\0') {
+        char why[256];
+        if (tls_ctx_server_new(d.cfg.tls_cert, d.cfg.tls_key, &d.tls, why, sizeof(why)) != 0)
+            log_fatal("tls_cert/tls_key: %s", why);
+    }
+    if (smtpd_server_start(&d.smtpd, d.loop, &d.cfg, NULL, NULL, NULL, d.tls) != 0)
+        log_fatal("cannot listen; exiting");
+    if (mx2d_drop_privileges(&d.cfg) != 0)
+        exit(1);
+
+    if ((rc = spool_open(d.cfg.spool_dir, 0, &d.spool)) != 0)
+        log_fatal("spool %s: %s", d.cfg.spool_dir, mx2_strerror(rc));
+    if ((rc = spool_recover(d.spool, &st)) != 0)
+        log_fatal("spool %s: recovery: %s", d.cfg.spool_dir, mx2_strerror(rc));
+    log_info("spool %s: %llu messages, %llu recipients pending, %llu bytes; removed %llu "
+             "unfinished temp files",
+             d.cfg.spool_dir, (unsigned long long)st.messages, (unsigned long long)st.recipients,
+             (unsigned long long)st.bytes, (unsigned long long)st.tmp_removed);
+    if ((rc = writer_start(d.loop, d.spool, &d.writer)) != 0)
+        log_fatal("writer thread: %s", mx2_strerror(rc));
+
+    rc = rcptmap_open(d.cfg.recipient_map, &d.map);
+    if (rc != 0)
+        log_warn("recipient map %s: %s: answering 451 4.3.0 until it appears",
+                 d.cfg.recipient_map, mx2_strerror(rc));
+    else
+        log_info("recipient map %s: %zu keys", d.cfg.recipient_map, rcptmap_count(d.map));
+    d.smtpd.map = d.map;
+    d.smtpd.spool = d.spool;
+    d.smtpd.writer = d.writer;
+
+    uv_signal_init(d.loop, &d.sig_term);
+    uv_signal_init(d.loop, &d.sig_int);
+    uv_signal_init(d.loop, &d.sig_hup);
+    d.sig_term.data = d.sig_int.data = d.sig_hup.data = &d;
+    uv_signal_start(&d.sig_term, mx2d_on_signal, SIGTERM);
+    uv_signal_start(&d.sig_int, mx2d_on_signal, SIGINT);
+    uv_signal_start(&d.sig_hup, mx2d_on_signal, SIGHUP);
+    uv_timer_init(d.loop, &d.map_timer);
+    uv_timer_init(d.loop, &d.stop_timer);
+    d.map_timer.data = d.stop_timer.data = &d;
+    uv_timer_start(&d.map_timer, mx2d_on_map_timer, MX2D_MAP_CHECK_MS, MX2D_MAP_CHECK_MS);
+
+    log_info("mx2d %s started: %s", MX2_VERSION, d.cfg.hostname);
+    uv_run(d.loop, UV_RUN_DEFAULT);
+
+    rc = uv_loop_close(d.loop);
+    if (rc != 0)
+        log_warn("event loop closed with handles still open");
+    rcptmap_close(d.map);
+    spool_close(d.spool);
+    tls_ctx_free(d.tls);
+    free(d.smtpd.ipbuckets);
+    log_info("stopped");
+    config_free(&d.cfg);
     return 0;
 }

@@ -1,0 +1,235 @@
+/*
+ * writer.c - see writer.h.
+ *
+ * Ordering: a job's callback runs only after the transaction holding it
+ * committed (spool_commit/spool_update returned), which is after LMDB's
+ * fdatasync: the session sends "250 ... queued as" from that callback, never
+ * earlier. Commits run before updates within a round so that an update can
+ * never name a message the same round has not stored yet.
+ */
+#include "writer.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "xalloc.h"
+
+struct writer {
+    uv_loop_t *loop;
+    struct spool *spool;
+    uv_async_t async;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct writer_job *todo_head, *todo_tail; /* under mu */
+    struct writer_job *done_head, *done_tail; /* under mu */
+    int stop;                                 /* under mu */
+    int started;
+    _Atomic uint64_t free_space;
+    struct writer_stats stats; /* under mu */
+};
+
+static void
+writer_append(struct writer_job **head, struct writer_job **tail, struct writer_job *list,
+              struct writer_job *last)
+{
+    if (list == NULL)
+        return;
+    if (*tail != NULL)
+        (*tail)->next_ = list;
+    else
+        *head = list;
+    *tail = last;
+}
+
+static void
+writer_round(struct writer *w, struct writer_job *jobs)
+{
+    size_t ncommit = 0, nops = 0, i;
+    struct spool_new *msgs;
+    struct spool_op *ops;
+    struct writer_job *j, *last = NULL;
+    int rc;
+
+    for (j = jobs; j != NULL; j = j->next_) {
+        if (j->kind == WRITER_COMMIT)
+            ncommit++;
+        else
+            nops += j->nops;
+        last = j;
+    }
+    if (ncommit > 0) {
+        msgs = xmalloc(ncommit * sizeof(*msgs));
+        for (i = 0, j = jobs; j != NULL; j = j->next_)
+            if (j->kind == WRITER_COMMIT)
+                msgs[i++] = j->msg;
+        (void)spool_commit(w->spool, msgs, ncommit);
+        for (i = 0, j = jobs; j != NULL; j = j->next_)
+            if (j->kind == WRITER_COMMIT) {
+                j->msg = msgs[i++];
+                j->result = j->msg.result;
+            }
+        free(msgs);
+    }
+    if (nops > 0) {
+        ops = xmalloc(nops * sizeof(*ops));
+        for (i = 0, j = jobs; j != NULL; j = j->next_)
+            if (j->kind == WRITER_UPDATE) {
+                memcpy(ops + i, j->ops, j->nops * sizeof(*ops));
+                i += j->nops;
+            }
+        rc = spool_update(w->spool, ops, nops);
+        for (i = 0, j = jobs; j != NULL; j = j->next_)
+            if (j->kind == WRITER_UPDATE) {
+                memcpy(j->ops, ops + i, j->nops * sizeof(*ops));
+                i += j->nops;
+                j->result = rc;
+            }
+        free(ops);
+    }
+    {
+        uint64_t avail;
+        if (spool_free_space(w->spool, &avail) == 0)
+            atomic_store(&w->free_space, avail);
+    }
+    pthread_mutex_lock(&w->mu);
+    w->stats.rounds++;
+    w->stats.committed += ncommit;
+    w->stats.updates += nops;
+    if (ncommit > w->stats.max_batch)
+        w->stats.max_batch = ncommit;
+    writer_append(&w->done_head, &w->done_tail, jobs, last);
+    pthread_mutex_unlock(&w->mu);
+    uv_async_send(&w->async);
+}
+
+static void *
+writer_main(void *arg)
+{
+    struct writer *w = arg;
+
+    for (;;) {
+        struct writer_job *jobs;
+        struct timespec ts;
+
+        pthread_mutex_lock(&w->mu);
+        while (w->todo_head == NULL && !w->stop) {
+            /* Wake every few seconds to refresh the free-space figure. */
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 5;
+            if (pthread_cond_timedwait(&w->cv, &w->mu, &ts) != 0 && w->todo_head == NULL) {
+                uint64_t avail;
+                pthread_mutex_unlock(&w->mu);
+                if (spool_free_space(w->spool, &avail) == 0)
+                    atomic_store(&w->free_space, avail);
+                pthread_mutex_lock(&w->mu);
+            }
+        }
+        jobs = w->todo_head;
+        w->todo_head = w->todo_tail = NULL;
+        if (jobs == NULL && w->stop) {
+            pthread_mutex_unlock(&w->mu);
+            return NULL;
+        }
+        pthread_mutex_unlock(&w->mu);
+        writer_round(w, jobs);
+    }
+}
+
+static void
+writer_on_async(uv_async_t *a)
+{
+    struct writer *w = a->data;
+    struct writer_job *jobs, *next;
+
+    pthread_mutex_lock(&w->mu);
+    jobs = w->done_head;
+    w->done_head = w->done_tail = NULL;
+    pthread_mutex_unlock(&w->mu);
+    for (; jobs != NULL; jobs = next) {
+        next = jobs->next_;
+        jobs->next_ = NULL;
+        jobs->done(jobs);
+    }
+}
+
+int
+writer_start(uv_loop_t *loop, struct spool *spool, struct writer **out)
+{
+    struct writer *w = xcalloc(1, sizeof(*w));
+    uint64_t avail = UINT64_MAX;
+    int rc;
+
+    w->loop = loop;
+    w->spool = spool;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    if (spool_free_space(spool, &avail) != 0)
+        avail = UINT64_MAX;
+    atomic_store(&w->free_space, avail);
+    if ((rc = uv_async_init(loop, &w->async, writer_on_async)) != 0) {
+        free(w);
+        return rc;
+    }
+    w->async.data = w;
+    if ((rc = pthread_create(&w->thread, NULL, writer_main, w)) != 0) {
+        uv_close((uv_handle_t *)&w->async, NULL);
+        return -rc;
+    }
+    w->started = 1;
+    *out = w;
+    return 0;
+}
+
+void
+writer_submit(struct writer *w, struct writer_job *job)
+{
+    job->next_ = NULL;
+    pthread_mutex_lock(&w->mu);
+    writer_append(&w->todo_head, &w->todo_tail, job, job);
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void
+writer_on_closed(uv_handle_t *h)
+{
+    struct writer *w = h->data;
+
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w);
+}
+
+void
+writer_stop(struct writer *w)
+{
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->stop = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    if (w->started)
+        pthread_join(w->thread, NULL);
+    /* Deliver the last completions before the handle goes. */
+    writer_on_async(&w->async);
+    uv_close((uv_handle_t *)&w->async, writer_on_closed);
+}
+
+uint64_t
+writer_free_space(const struct writer *w)
+{
+    return atomic_load(&((struct writer *)w)->free_space);
+}
+
+void
+writer_get_stats(struct writer *w, struct writer_stats *st)
+{
+    pthread_mutex_lock(&w->mu);
+    *st = w->stats;
+    pthread_mutex_unlock(&w->mu);
+}
