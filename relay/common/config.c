@@ -200,64 +200,96 @@ config_is_ip(const char *s, int af)
     return inet_pton(af, s, tmp) == 1;
 }
 
-int
-config_parse_hostport(const char *s, uint16_t default_port, struct mx2_hostport *out)
+/* The parser, with the reason for a refusal (for the loader's message). */
+static int
+config_hostport(const char *s, uint16_t default_port, struct mx2_hostport *out, const char **why)
 {
     const char *host, *hend, *rest;
     size_t hlen;
     bool bracketed = false;
 
-    if (s == NULL)
+    *why = "empty";
+    if (s == NULL || *s == '\0')
         return MX2_E_INVAL;
     if (s[0] == '[') {
         bracketed = true;
         host = s + 1;
-        if ((hend = strchr(host, ']')) == NULL)
+        hend = strchr(host, ']');
+        if (hend == NULL || memchr(host, '[', (size_t)(hend - host)) != NULL) {
+            *why = "unbalanced brackets";
             return MX2_E_INVAL;
+        }
         rest = hend + 1;
     } else {
         const char *colon = strchr(s, ':');
         /* "2001:db8::1" or "::1:25": cannot tell the port from the address. */
-        if (colon != NULL && strchr(colon + 1, ':') != NULL)
+        if (colon != NULL && strchr(colon + 1, ':') != NULL) {
+            *why = "an IPv6 address needs brackets, as in \"[2001:db8::1]:25\"";
             return MX2_E_INVAL;
+        }
         host = s;
         hend = colon != NULL ? colon : s + strlen(s);
         rest = hend;
     }
     hlen = (size_t)(hend - host);
-    if (hlen == 0 || hlen >= sizeof(out->host))
+    if (hlen == 0) {
+        *why = "empty host";
         return MX2_E_INVAL;
+    }
+    if (hlen >= sizeof(out->host)) {
+        *why = "host name too long";
+        return MX2_E_INVAL;
+    }
     memcpy(out->host, host, hlen);
     out->host[hlen] = '\0';
     out->bracketed = bracketed;
 
     if (memchr(out->host, ':', hlen) != NULL) {
         /* Only reachable in brackets: an IPv6 literal, and nothing else. */
-        if (!config_is_ip(out->host, AF_INET6))
+        if (!config_is_ip(out->host, AF_INET6)) {
+            *why = "not an IPv6 address";
             return MX2_E_INVAL;
+        }
     } else if (!config_is_ip(out->host, AF_INET) && !config_domain_ok(out->host, hlen)) {
+        *why = strchr(out->host, ']') != NULL || strchr(out->host, '[') != NULL
+                   ? "unbalanced brackets"
+                   : "not a host name or IP address";
         return MX2_E_INVAL;
     }
 
     if (*rest == '\0') {
-        if (default_port == 0)
+        if (default_port == 0) {
+            *why = "a port is required, as in \"127.0.0.1:8025\"";
             return MX2_E_INVAL;
+        }
         out->port = default_port;
         return 0;
     }
-    if (*rest != ':')
+    if (*rest != ':') {
+        *why = "junk after \"]\"";
         return MX2_E_INVAL;
+    }
     rest++;
     {
         unsigned long port = 0;
         size_t n = 0;
         for (; config_is_digit(rest[n]) && n < 6; n++)
             port = port * 10 + (unsigned long)(rest[n] - '0');
-        if (n == 0 || rest[n] != '\0' || port == 0 || port > 65535)
+        if (n == 0 || rest[n] != '\0' || port == 0 || port > 65535) {
+            *why = "the port must be a number from 1 to 65535";
             return MX2_E_INVAL;
+        }
         out->port = (uint16_t)port;
     }
     return 0;
+}
+
+int
+config_parse_hostport(const char *s, uint16_t default_port, struct mx2_hostport *out)
+{
+    const char *why;
+
+    return config_hostport(s, default_port, out, &why);
 }
 
 void
@@ -848,11 +880,10 @@ ld_hostport(struct config_loader *ld, const config_setting_t *e, const struct co
             const char *v, struct mx2_hostport *hp)
 {
     char q[100];
+    const char *why;
 
-    if (config_parse_hostport(v, (uint16_t)k->min, hp) != 0) {
-        ld_err(ld, e, k->name, "%s: bad address (want %s)", config_quote(v, q, sizeof(q)),
-               k->min != 0 ? "\"host:port\", \"[host]:port\" or \"[host]\""
-                           : "\"host:port\" or \"[host]:port\", with the port");
+    if (config_hostport(v, (uint16_t)k->min, hp, &why) != 0) {
+        ld_err(ld, e, k->name, "%s: bad address: %s", config_quote(v, q, sizeof(q)), why);
         return -1;
     }
     if ((k->flags & KF_IP_ONLY) && !config_hp_is_ip(hp)) {
@@ -1117,8 +1148,16 @@ config_load_text(const char *text, const char *name, struct mx2_config *cfg,
                  struct config_errors *errs)
 {
     struct config_loader ld = {.name = name, .cfg = cfg, .errs = errs};
-    char *copy = xstrdup(text);
+    size_t len = strlen(text);
+    char *copy = xmalloc(len + 2);
     config_t lc;
+
+    /* libconfig 1.5's scanner needs a newline to end a # or // comment: a
+     * file whose last line is a comment without one would be a "syntax
+     * error". A newline more changes no line number. */
+    memcpy(copy, text, len);
+    copy[len] = '\n';
+    copy[len + 1] = '\0';
 
     config_refuse_includes(&ld, copy);
     ld.text = copy;
