@@ -1,0 +1,568 @@
+/*
+ * mx2ctl.c - mx2's operator tool (SPEC.md "mx2ctl").
+ *
+ *   mx2ctl [-c FILE] queue [--json]      (also: mx2ctl mailq, or run as mailq)
+ *   mx2ctl [-c FILE] show ID
+ *   mx2ctl -h | --help | --version
+ *
+ * `queue` and `show` read the spool directly (SPOOL_RDONLY: LMDB readers
+ * never block mx2d's writer, so they work whether mx2d runs or not). The
+ * commands that need the running daemon (flush, delete, hold, release,
+ * stats) and export are not implemented yet: they say so and exit 1.
+ *
+ * Output follows Postfix so habits carry over:
+ * - `queue` is shaped like mailq: "ID[*!]  SIZE  ARRIVAL  SENDER  (state)",
+ *   then each pending recipient, preceded by its last error in parentheses
+ *   (one parenthesised line per distinct error, as Postfix groups them),
+ *   a blank line, and "-- N Kbytes in M Requests." ("Mail queue is empty").
+ *   The mark after the ID is Postfix's: '*' active, '!' on hold, ' '
+ *   deferred; the state is also spelled out. The null sender <> shows as
+ *   MAILER-DAEMON, as in Postfix.
+ * - `queue --json` prints one JSON object per message and line (like
+ *   `postqueue -j`): id, size, arrival_time (unix seconds), sender ("" for
+ *   <>), state, recipients [{address, state, last_error}] (all of them, each
+ *   with its state).
+ * - `show` is shaped like `postcat -q`: the envelope records, then the
+ *   message as queued with the SMTP dot-stuffing undone and CRLF shown as LF.
+ *
+ * A record that fails to decode is listed as corrupt (never trusted, never
+ * skipped silently), reported on stderr, and makes the exit status 1.
+ *
+ * Exit codes (SPEC.md "Programs"): 0 ok; 1 operational failure (no spool,
+ * unknown ID, corrupt record, command not available); 2 usage error or a
+ * configuration file that does not parse.
+ */
+#include "config.h"
+#include "envelope.h"
+#include "err.h"
+#include "spool.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifndef MX2_VERSION
+#define MX2_VERSION "unknown"
+#endif
+
+#define MX2CTL_EXIT_FAIL 1
+#define MX2CTL_EXIT_USAGE 2
+
+static const char mx2ctl_usage_text[] =
+    "usage: mx2ctl [-c FILE] COMMAND [ARGS]\n"
+    "       mx2ctl -h | --help | --version\n"
+    "\n"
+    "  -c FILE        configuration file (default " MX2_DEFAULT_CONFIG ")\n"
+    "\n"
+    "commands:\n"
+    "  queue [--json]   list the queue like mailq (alias: mailq); --json prints\n"
+    "                   one JSON object per message and line\n"
+    "  show ID          print a message's envelope and contents (like postcat -q)\n"
+    "  flush [--wait]   retry deferred mail now            (not available yet)\n"
+    "  delete ID...|--all, hold ID..., release ID...       (not available yet)\n"
+    "  export (--mbox FILE | --maildir DIR) [ID...]        (not available yet)\n"
+    "  stats [--json]                                      (not available yet)\n"
+    "\n"
+    "queue and show read the spool directly and work while mx2d is stopped.\n";
+
+static void
+mx2ctl_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+static void
+mx2ctl_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("mx2ctl: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs(" (try mx2ctl -h)\n", stderr);
+    exit(MX2CTL_EXIT_USAGE);
+}
+
+/* ---- configuration and spool ---- */
+
+/* Load the config and open the spool read-only; exits on failure. */
+static struct spool *
+mx2ctl_open_spool(const char *conf)
+{
+    struct mx2_config cfg;
+    struct config_errors errs = {0};
+    struct spool *sp;
+    int rc;
+
+    config_defaults(&cfg);
+    rc = config_load(conf, &cfg, &errs);
+    if (rc != 0) {
+        for (size_t i = 0; i < errs.count; i++)
+            fprintf(stderr, "mx2ctl: %s\n", errs.lines[i]);
+        if (errs.count == 0)
+            fprintf(stderr, "mx2ctl: %s: %s\n", conf, mx2_strerror(rc));
+        config_errors_free(&errs);
+        config_free(&cfg);
+        exit(rc == MX2_E_CONFIG ? MX2CTL_EXIT_USAGE : MX2CTL_EXIT_FAIL);
+    }
+    config_errors_free(&errs);
+    rc = spool_open(cfg.spool_dir, SPOOL_RDONLY, &sp);
+    if (rc != 0) {
+        if (rc == -ENOENT)
+            fprintf(stderr, "mx2ctl: %s: no queue there (spool_dir of %s; mx2d never ran?)\n",
+                    cfg.spool_dir, conf);
+        else
+            fprintf(stderr, "mx2ctl: %s: cannot open the queue: %s\n", cfg.spool_dir,
+                    mx2_strerror(rc));
+        config_free(&cfg);
+        exit(MX2CTL_EXIT_FAIL);
+    }
+    config_free(&cfg);
+    return sp;
+}
+
+/* ---- formatting helpers ---- */
+
+enum mx2ctl_state { MX2CTL_ACTIVE, MX2CTL_DEFERRED, MX2CTL_HOLD };
+
+/* Postfix's words: a message on hold; one that has failed before and waits
+ * for its next attempt (deferred); otherwise it is up for delivery (active). */
+static enum mx2ctl_state
+mx2ctl_msg_state(const struct envelope *e)
+{
+    if (e->flags & ENVELOPE_F_HOLD)
+        return MX2CTL_HOLD;
+    if (e->attempts > 0 || e->first_failure != 0)
+        return MX2CTL_DEFERRED;
+    for (size_t i = 0; i < e->nrcpt; i++)
+        if (e->rcpts[i].state == ENVELOPE_RCPT_DEFERRED)
+            return MX2CTL_DEFERRED;
+    return MX2CTL_ACTIVE;
+}
+
+static const char *const mx2ctl_state_names[] = {"active", "deferred", "hold"};
+static const char mx2ctl_state_marks[] = {'*', ' ', '!'};
+
+/* Local time as mailq ("Tue Nov 14 22:13:20") or postcat (with the year). */
+static void
+mx2ctl_time(int64_t t, int with_year, char *buf, size_t len)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    size_t n = 0;
+
+    if (localtime_r(&tt, &tm) != NULL)
+        n = with_year ? strftime(buf, len, "%a %b %e %H:%M:%S %Y", &tm)
+                      : strftime(buf, len, "%a %b %e %H:%M:%S", &tm);
+    if (n == 0)
+        snprintf(buf, len, "%lld", (long long)t);
+}
+
+/* A JSON string: escapes quote, backslash and control characters; passes
+ * valid UTF-8 through and replaces any invalid byte with U+FFFD, so the
+ * output is always valid JSON whatever a record holds. */
+static void
+mx2ctl_json_str(FILE *out, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)(s ? s : "");
+
+    fputc('"', out);
+    while (*p) {
+        unsigned c = *p;
+        if (c == '"' || c == '\\') {
+            fputc('\\', out);
+            fputc((int)c, out);
+            p++;
+        } else if (c < 0x20 || c == 0x7f) {
+            switch (c) {
+            case '\n': fputs("\\n", out); break;
+            case '\r': fputs("\\r", out); break;
+            case '\t': fputs("\\t", out); break;
+            default: fprintf(out, "\\u%04x", c); break;
+            }
+            p++;
+        } else if (c < 0x80) {
+            fputc((int)c, out);
+            p++;
+        } else {
+            /* Length of a valid UTF-8 sequence starting here, or 0. */
+            size_t n = 0;
+            uint32_t cp = 0;
+            if (c >= 0xc2 && c <= 0xdf) {
+                n = 2;
+                cp = c & 0x1f;
+            } else if (c >= 0xe0 && c <= 0xef) {
+                n = 3;
+                cp = c & 0x0f;
+            } else if (c >= 0xf0 && c <= 0xf4) {
+                n = 4;
+                cp = c & 0x07;
+            }
+            for (size_t i = 1; i < n; i++) {
+                if ((p[i] & 0xc0) != 0x80) {
+                    n = 0;
+                    break;
+                }
+                cp = (cp << 6) | (p[i] & 0x3f);
+            }
+            /* Refuse overlong forms, surrogates and code points past U+10FFFF. */
+            if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+                (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+                n = 0;
+            if (n == 0) {
+                fputs("\\ufffd", out);
+                p++;
+            } else {
+                fwrite(p, 1, n, out);
+                p += n;
+            }
+        }
+    }
+    fputc('"', out);
+}
+
+/* ---- queue ---- */
+
+struct mx2ctl_queue {
+    int json;
+    uint64_t messages, bytes, corrupt;
+};
+
+static void
+mx2ctl_queue_header(void)
+{
+    printf("%-14s %8s %-19s  %s\n", "-Queue ID-", "--Size--", "---Arrival Time----",
+           "-Sender/Recipient-------");
+}
+
+static int
+mx2ctl_queue_text(struct mx2ctl_queue *q, const char *qid, const struct envelope *e)
+{
+    char when[64];
+    const char *last = NULL;
+    enum mx2ctl_state st = mx2ctl_msg_state(e);
+
+    if (q->messages == 1)
+        mx2ctl_queue_header();
+    mx2ctl_time(e->arrival_sec, 0, when, sizeof(when));
+    printf("%-13s%c %8llu %s  %s  (%s)\n", qid, mx2ctl_state_marks[st],
+           (unsigned long long)e->size, when, e->sender[0] ? e->sender : "MAILER-DAEMON",
+           mx2ctl_state_names[st]);
+    for (size_t i = 0; i < e->nrcpt; i++) {
+        const struct envelope_rcpt *r = &e->rcpts[i];
+        if (r->state != ENVELOPE_RCPT_PENDING && r->state != ENVELOPE_RCPT_DEFERRED)
+            continue;
+        if (r->last_error[0] != '\0' && (last == NULL || strcmp(last, r->last_error) != 0))
+            printf("(%s)\n", r->last_error);
+        last = r->last_error;
+        printf("%45s%s\n", "", r->address);
+    }
+    printf("\n");
+    return 0;
+}
+
+static int
+mx2ctl_queue_json(struct mx2ctl_queue *q, const char *qid, const struct envelope *e)
+{
+    printf("{\"id\":");
+    mx2ctl_json_str(stdout, qid);
+    printf(",\"size\":%llu,\"arrival_time\":%lld,\"sender\":", (unsigned long long)e->size,
+           (long long)e->arrival_sec);
+    mx2ctl_json_str(stdout, e->sender);
+    printf(",\"state\":\"%s\",\"recipients\":[", mx2ctl_state_names[mx2ctl_msg_state(e)]);
+    for (size_t i = 0; i < e->nrcpt; i++) {
+        const struct envelope_rcpt *r = &e->rcpts[i];
+        printf("%s{\"address\":", i ? "," : "");
+        mx2ctl_json_str(stdout, r->address);
+        printf(",\"state\":\"%s\",\"last_error\":", envelope_rcpt_state_name(r->state));
+        mx2ctl_json_str(stdout, r->last_error);
+        printf("}");
+    }
+    printf("]}\n");
+    return 0;
+}
+
+static int
+mx2ctl_queue_cb(void *arg, const char *qid, struct envelope *e, int err)
+{
+    struct mx2ctl_queue *q = arg;
+
+    q->messages++;
+    if (e == NULL) {
+        q->corrupt++;
+        fprintf(stderr, "mx2ctl: %s: corrupt queue record refused: %s\n", qid,
+                mx2_strerror(err));
+        if (q->json) {
+            printf("{\"id\":");
+            mx2ctl_json_str(stdout, qid);
+            printf(",\"state\":\"corrupt\"}\n");
+        } else {
+            if (q->messages == 1)
+                mx2ctl_queue_header();
+            printf("%-13s? (corrupt queue record)\n\n", qid);
+        }
+        return 0;
+    }
+    q->bytes += e->size;
+    return q->json ? mx2ctl_queue_json(q, qid, e) : mx2ctl_queue_text(q, qid, e);
+}
+
+static int
+mx2ctl_cmd_queue(const char *conf, int argc, char **argv)
+{
+    struct mx2ctl_queue q = {0};
+    struct spool *sp;
+    int rc;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            q.json = 1;
+        else
+            mx2ctl_usage_error("queue: unexpected argument '%s'", argv[i]);
+    }
+    sp = mx2ctl_open_spool(conf);
+    rc = spool_walk(sp, mx2ctl_queue_cb, &q);
+    spool_close(sp);
+    if (rc != 0) {
+        fflush(stdout);
+        fprintf(stderr, "mx2ctl: cannot read the queue: %s\n", mx2_strerror(rc));
+        return MX2CTL_EXIT_FAIL;
+    }
+    if (!q.json) {
+        if (q.messages == 0)
+            printf("Mail queue is empty\n");
+        else
+            printf("-- %llu Kbytes in %llu Request%s.\n",
+                   (unsigned long long)((q.bytes + 1023) / 1024),
+                   (unsigned long long)q.messages, q.messages == 1 ? "" : "s");
+    }
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "mx2ctl: write error on standard output\n");
+        return MX2CTL_EXIT_FAIL;
+    }
+    return q.corrupt ? MX2CTL_EXIT_FAIL : 0;
+}
+
+/* ---- show ---- */
+
+/* Write a piece of the unstuffed message with CRLF shown as LF. */
+static int
+mx2ctl_show_piece(void *arg, const unsigned char *p, size_t n)
+{
+    FILE *out = arg;
+
+    if (n >= 2 && p[n - 2] == '\r' && p[n - 1] == '\n') {
+        fwrite(p, 1, n - 2, out);
+        fputc('\n', out);
+    } else {
+        fwrite(p, 1, n, out);
+    }
+    return ferror(out) ? -EIO : 0;
+}
+
+static void
+mx2ctl_notify(unsigned n, char *buf, size_t len)
+{
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } bits[] = {{ENVELOPE_NOTIFY_NEVER, "NEVER"},
+                {ENVELOPE_NOTIFY_SUCCESS, "SUCCESS"},
+                {ENVELOPE_NOTIFY_FAILURE, "FAILURE"},
+                {ENVELOPE_NOTIFY_DELAY, "DELAY"}};
+
+    buf[0] = '\0';
+    if (n == 0) {
+        snprintf(buf, len, "(default)");
+        return;
+    }
+    for (size_t i = 0; i < sizeof(bits) / sizeof(bits[0]); i++)
+        if (n & bits[i].bit) {
+            size_t used = strlen(buf);
+            snprintf(buf + used, len - used, "%s%s", used ? "," : "", bits[i].name);
+        }
+}
+
+static void
+mx2ctl_show_envelope(const struct envelope *e)
+{
+    char t[64];
+
+    printf("*** ENVELOPE RECORDS %s ***\n", e->qid);
+    printf("queue_id: %s\n", e->qid);
+    printf("message_size: %llu\n", (unsigned long long)e->size);
+    mx2ctl_time(e->arrival_sec, 1, t, sizeof(t));
+    printf("message_arrival_time: %s (%lld.%06u)\n", t, (long long)e->arrival_sec,
+           (unsigned)e->arrival_usec);
+    printf("state: %s\n", mx2ctl_state_names[mx2ctl_msg_state(e)]);
+    printf("sender: %s\n", e->sender);
+    printf("client_address: %s\n", e->client_addr);
+    printf("client_name: %s\n", e->client_name);
+    printf("helo_name: %s\n", e->helo);
+    printf("protocol: %s\n", envelope_proto_name(e->proto));
+    if (e->tls_cipher[0])
+        printf("tls: %s\n", e->tls_cipher);
+    printf("flags:%s%s%s%s%s\n", e->flags & ENVELOPE_F_SMTPUTF8 ? " SMTPUTF8" : "",
+           e->flags & ENVELOPE_F_8BITMIME ? " 8BITMIME" : "",
+           e->flags & ENVELOPE_F_HOLD ? " HOLD" : "",
+           e->flags & ENVELOPE_F_WARNED ? " DELAY-WARNED" : "", e->flags ? "" : " none");
+    if (e->ret != ENVELOPE_RET_NONE)
+        printf("dsn_ret: %s\n", envelope_ret_name(e->ret));
+    if (e->envid[0])
+        printf("dsn_envid: %s\n", e->envid);
+    printf("attempts: %u\n", (unsigned)e->attempts);
+    if (e->first_failure) {
+        mx2ctl_time(e->first_failure, 1, t, sizeof(t));
+        printf("first_failure: %s\n", t);
+    }
+    if (e->next_attempt) {
+        mx2ctl_time(e->next_attempt, 1, t, sizeof(t));
+        printf("next_attempt: %s\n", t);
+    }
+    for (size_t i = 0; i < e->nrcpt; i++) {
+        const struct envelope_rcpt *r = &e->rcpts[i];
+        char nt[64];
+        printf("recipient: %s\n", r->address);
+        printf("  state: %s%s, attempts: %u", envelope_rcpt_state_name(r->state),
+               r->flags & ENVELOPE_RF_DSN_SENT ? " (DSN sent)" : "", (unsigned)r->attempts);
+        if (r->last_attempt) {
+            mx2ctl_time(r->last_attempt, 1, t, sizeof(t));
+            printf(", last attempt: %s", t);
+        }
+        printf("\n");
+        if (r->orcpt[0])
+            printf("  orcpt: %s\n", r->orcpt);
+        mx2ctl_notify(r->notify, nt, sizeof(nt));
+        printf("  notify: %s\n", nt);
+        if (r->last_error[0])
+            printf("  last_error: %s\n", r->last_error);
+    }
+}
+
+static int
+mx2ctl_cmd_show(const char *conf, int argc, char **argv)
+{
+    struct spool *sp;
+    struct envelope e;
+    struct spool_body b;
+    char qid[QID_SIZE];
+    int rc;
+
+    if (argc != 2)
+        mx2ctl_usage_error("show: expected one queue ID");
+    /* IDs are upper case; accept a pasted lower-case one. */
+    snprintf(qid, sizeof(qid), "%s", argv[1]);
+    for (char *p = qid; *p; p++)
+        *p = (char)toupper((unsigned char)*p);
+    sp = mx2ctl_open_spool(conf);
+    rc = strlen(argv[1]) == QID_LEN ? spool_get(sp, qid, &e) : MX2_E_NOT_FOUND;
+    if (rc == MX2_E_NOT_FOUND || rc == MX2_E_INVAL) {
+        fprintf(stderr, "mx2ctl: %s: no such message\n", argv[1]);
+        spool_close(sp);
+        return MX2CTL_EXIT_FAIL;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "mx2ctl: %s: %s\n", argv[1],
+                rc == MX2_E_CORRUPT ? "corrupt queue record refused" : mx2_strerror(rc));
+        spool_close(sp);
+        return MX2CTL_EXIT_FAIL;
+    }
+    mx2ctl_show_envelope(&e);
+    envelope_free(&e);
+    rc = spool_body_open(sp, qid, &b);
+    if (rc != 0) {
+        fflush(stdout);
+        fprintf(stderr, "mx2ctl: %s: message contents missing: %s\n", qid, mx2_strerror(rc));
+        spool_close(sp);
+        return MX2CTL_EXIT_FAIL;
+    }
+    printf("*** MESSAGE CONTENTS %s ***\n", qid);
+    rc = spool_body_unstuff(b.data, b.len, mx2ctl_show_piece, stdout);
+    /* A body always ends with CRLF in the stored format; keep the trailer on
+     * its own line even if it does not. */
+    if (b.len > 0 && b.data[b.len - 1] != '\n')
+        putchar('\n');
+    printf("*** MESSAGE FILE END %s ***\n", qid);
+    spool_body_close(&b);
+    spool_close(sp);
+    if (rc != 0 || fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "mx2ctl: write error on standard output\n");
+        return MX2CTL_EXIT_FAIL;
+    }
+    return 0;
+}
+
+/* ---- commands not available yet ---- */
+
+static int
+mx2ctl_cmd_unavailable(const char *conf, int argc, char **argv)
+{
+    fprintf(stderr, "mx2ctl: %s: not available yet\n", argv[0]);
+    return MX2CTL_EXIT_FAIL;
+}
+
+static const struct {
+    const char *name;
+    int (*run)(const char *conf, int argc, char **argv);
+} mx2ctl_commands[] = {
+    {"queue", mx2ctl_cmd_queue},         {"mailq", mx2ctl_cmd_queue},
+    {"show", mx2ctl_cmd_show},           {"flush", mx2ctl_cmd_unavailable},
+    {"delete", mx2ctl_cmd_unavailable},  {"hold", mx2ctl_cmd_unavailable},
+    {"release", mx2ctl_cmd_unavailable}, {"export", mx2ctl_cmd_unavailable},
+    {"stats", mx2ctl_cmd_unavailable},
+};
+
+int
+main(int argc, char **argv)
+{
+    const char *conf = MX2_DEFAULT_CONFIG;
+    const char *prog = strrchr(argv[0], '/');
+    char **args = calloc((size_t)argc + 2, sizeof(*args));
+    int nargs = 0, rc;
+
+    prog = prog ? prog + 1 : argv[0];
+    if (args == NULL) {
+        fprintf(stderr, "mx2ctl: out of memory\n");
+        return MX2CTL_EXIT_FAIL;
+    }
+    /* Invoked as mailq (or the installed mx2-mailq link): `queue`, as
+     * Postfix's mailq is `postqueue -p`. */
+    if (strcmp(prog, "mailq") == 0 || strcmp(prog, "mx2-mailq") == 0)
+        args[nargs++] = "queue";
+    /* -c FILE, -h and --version may come before or after the command. */
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-c") == 0) {
+            if (i + 1 >= argc)
+                mx2ctl_usage_error("option -c needs an argument");
+            conf = argv[++i];
+        } else if (strncmp(argv[i], "-c", 2) == 0 && argv[i][2] != '\0') {
+            conf = argv[i] + 2;
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            fputs(mx2ctl_usage_text, stdout);
+            free(args);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("mx2ctl %s\n", MX2_VERSION);
+            free(args);
+            return 0;
+        } else if (nargs == 0 && argv[i][0] == '-') {
+            mx2ctl_usage_error("unknown option '%s'", argv[i]);
+        } else {
+            args[nargs++] = argv[i];
+        }
+    }
+    if (nargs == 0)
+        mx2ctl_usage_error("missing command (queue, show, flush, delete, hold, release, "
+                           "export, stats)");
+    for (size_t i = 0; i < sizeof(mx2ctl_commands) / sizeof(mx2ctl_commands[0]); i++) {
+        if (strcmp(args[0], mx2ctl_commands[i].name) == 0) {
+            rc = mx2ctl_commands[i].run(conf, nargs, args);
+            free(args);
+            return rc;
+        }
+    }
+    mx2ctl_usage_error("unknown command '%s'", args[0]);
+}
