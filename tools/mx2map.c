@@ -3,7 +3,7 @@
  *
  *   mx2map build -o MAP [--domain D]... [--passwd FILE|-] [--aliases FILE|-]
  *                [--list FILE|-] [--min-uid N] [--exclude NAME]...
- *   mx2map query [-d DELIMS] [-c FILE] MAP ADDRESS
+ *   mx2map query [-d DELIMS] [-c FILE] [MAP] ADDRESS
  *   mx2map dump MAP
  *
  * This is the classic Postfix backup-MX recipe (relay_recipient_maps built
@@ -26,6 +26,7 @@
  * postmaster for every domain, RFC 2142 asks for abuse; a backup MX that
  * rejected them would hide exactly the reports an outage produces.
  */
+#include "config.h"
 #include "err.h"
 #include "mapsrc.h"
 #include "rcptmap.h"
@@ -53,7 +54,7 @@
 static const char mx2map_usage_text[] =
     "usage: mx2map build -o MAP [--domain D]... [--passwd FILE|-] [--aliases FILE|-]\n"
     "                    [--list FILE|-] [--min-uid N] [--exclude NAME]...\n"
-    "       mx2map query [-d DELIMS] [-c FILE] MAP ADDRESS\n"
+    "       mx2map query [-d DELIMS] [-c FILE] [MAP] ADDRESS\n"
     "       mx2map dump MAP\n"
     "       mx2map -h | --help | --version\n"
     "\n"
@@ -72,7 +73,8 @@ static const char mx2map_usage_text[] =
     "        added for every domain.\n"
     "query   print the key that ADDRESS matches (exit 0) or exit 1. -d sets the\n"
     "        recipient delimiter characters (default \"+\", \"\" disables); -c FILE\n"
-    "        takes recipient_delimiter from an mx2 configuration file.\n"
+    "        takes recipient_delimiter (and, when MAP is left out, recipient_map)\n"
+    "        from an mx2 configuration file; -d still wins over it.\n"
     "dump    print every key of MAP, one per line, sorted.\n";
 
 static void
@@ -492,18 +494,21 @@ mx2map_cmd_query(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *delim = "+", *addr, *at, *map_path;
-    char key[RCPTMAP_KEY_MAX], *local, *domain;
+    const char *delim = NULL, *addr, *at, *map_path, *conf = NULL;
+    char key[RCPTMAP_KEY_MAX], *local, *domain, *cfg_delim = NULL, *cfg_map = NULL;
     size_t alen;
     struct rcptmap *map;
-    int c, rc;
+    int c, rc, ret;
 
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, ":d:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":d:c:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'd':
             delim = optarg;
+            break;
+        case 'c':
+            conf = optarg;
             break;
         case 'h':
             fputs(mx2map_usage_text, stdout);
@@ -514,10 +519,35 @@ mx2map_cmd_query(int argc, char **argv)
             mx2map_usage_error("query: unknown option '%s'", argv[optind - 1]);
         }
     }
-    if (argc - optind != 2)
+    /* With -c, MAP may be left out: the config's recipient_map is used. */
+    if (argc - optind != 2 && !(conf != NULL && argc - optind == 1))
         mx2map_usage_error("query: expected MAP ADDRESS");
-    map_path = argv[optind];
-    addr = argv[optind + 1];
+    if (conf != NULL) {
+        /* recipient_delimiter exactly as mx2d will apply it. */
+        struct mx2_config cfg;
+        struct config_errors errs = {0};
+        memset(&cfg, 0, sizeof(cfg));
+        rc = config_load(conf, &cfg, &errs);
+        if (rc != 0) {
+            for (size_t i = 0; i < errs.count; i++)
+                fprintf(stderr, "mx2map: %s\n", errs.lines[i]);
+            if (errs.count == 0)
+                fprintf(stderr, "mx2map: %s: %s\n", conf, mx2_strerror(rc));
+            config_errors_free(&errs);
+            config_free(&cfg);
+            exit(MX2MAP_EXIT_USAGE);
+        }
+        cfg_delim = xstrdup(cfg.recipient_delimiter != NULL ? cfg.recipient_delimiter : "");
+        cfg_map = xstrdup(cfg.recipient_map != NULL ? cfg.recipient_map : "");
+        config_errors_free(&errs);
+        config_free(&cfg);
+        if (delim == NULL)
+            delim = cfg_delim;
+    }
+    if (delim == NULL)
+        delim = "+";
+    map_path = argc - optind == 2 ? argv[optind] : cfg_map;
+    addr = argv[argc - 1];
     alen = strlen(addr);
     if (alen >= 2 && addr[0] == '<' && addr[alen - 1] == '>') {
         addr++;
@@ -527,7 +557,7 @@ mx2map_cmd_query(int argc, char **argv)
     at = strrchr(local, '@');
     if (at == NULL || at == local || at[1] == '\0') {
         free(local);
-        mx2map_usage_error("query: '%s' is not an address (local@domain)", argv[optind + 1]);
+        mx2map_usage_error("query: '%s' is not an address (local@domain)", argv[argc - 1]);
     }
     domain = local + (at - local) + 1;
     local[at - local] = '\0';
@@ -537,20 +567,24 @@ mx2map_cmd_query(int argc, char **argv)
         fprintf(stderr, "mx2map: %s: cannot open the recipient map: %s\n", map_path,
                 rc == MX2_E_MAP_UNAVAILABLE ? "not a valid map (corrupt or truncated)"
                                             : mx2_strerror(rc));
-        rcptmap_close(map);
-        free(local);
-        return MX2MAP_EXIT_FAIL;
+        ret = MX2MAP_EXIT_FAIL;
+        goto done;
     }
     rc = rcptmap_lookup(map, local, domain, delim, key, sizeof(key));
-    rcptmap_close(map);
-    free(local);
     if (rc == 0) {
         printf("%s\n", key);
-        return fflush(stdout) == 0 ? 0 : MX2MAP_EXIT_FAIL;
+        ret = fflush(stdout) == 0 ? 0 : MX2MAP_EXIT_FAIL;
+    } else {
+        if (rc != MX2_E_NOT_FOUND)
+            fprintf(stderr, "mx2map: %s: %s\n", map_path, mx2_strerror(rc));
+        ret = MX2MAP_EXIT_FAIL;
     }
-    if (rc != MX2_E_NOT_FOUND)
-        fprintf(stderr, "mx2map: %s: %s\n", map_path, mx2_strerror(rc));
-    return MX2MAP_EXIT_FAIL;
+done:
+    rcptmap_close(map);
+    free(local);
+    free(cfg_delim);
+    free(cfg_map);
+    return ret;
 }
 
 /* ------------------------------------------------------------------ dump */
