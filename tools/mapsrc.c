@@ -142,28 +142,24 @@ mapsrc_emit(const struct mapsrc_sink *sink, const char *s, size_t n)
 /* Accounts that exist for daemons, never for people, on Debian, Red Hat and
  * the BSDs. They are refused whatever their uid: some distributions give
  * daemons high uids, and `nobody` is 65534 everywhere. */
+/* clang-format off */
 static const char *const mapsrc_system_names[] = {
-    "root",       "toor",        "bin",          "daemon",      "sys",         "adm",
-    "lp",         "sync",        "shutdown",     "halt",        "mail",        "news",
-    "uucp",       "operator",    "games",        "gopher",      "ftp",         "man",
-    "proxy",      "www-data",    "www",          "backup",      "list",        "irc",
-    "gnats",      "nobody",      "nfsnobody",    "nogroup",     "messagebus",  "dbus",
-    "sshd",       "postfix",     "exim",         "debian-exim", "smmsp",       "mailnull",
-    "dovecot",    "dovenull",    "opendkim",     "opendmarc",   "clamav",      "amavis",
-    "spamd",      "debian-spamd", "mx2",         "polkitd",     "avahi",       "avahi-autoipd",
-    "ntp",        "chrony",      "rpc",          "rpcuser",     "statd",       "tss",
-    "tcpdump",    "dnsmasq",     "uuidd",        "usbmux",      "syslog",      "colord",
-    "pulse",      "rtkit",       "geoclue",      "saned",       "lightdm",     "gdm",
-    "sddm",       "nm-openvpn",  "nm-openconnect", "tftp",      "bind",        "named",
-    "unbound",    "nginx",       "apache",       "httpd",       "mysql",       "postgres",
-    "redis",      "memcached",   "ldap",         "openldap",    "sssd",        "nslcd",
-    "nscd",       "landscape",   "pollinate",    "lxd",         "dnsmasq",     "cockpit-ws",
-    "cockpit-wsinstance", "libvirt-qemu", "libvirt-dnsmasq", "qemu", "kvm",    "vcsa",
-    "abrt",       "setroubleshoot", "sslh",      "stunnel4",    "haproxy",     "squid",
-    "ntpsec",     "fwupd-refresh", "speech-dispatcher", "hplip", "kernoops",   "whoopsie",
-    "cups-pk-helper", "sane",    "Debian-snmp",  "snmp",        "zabbix",      "nagios",
-    "prometheus", "node-exporter", "grafana",    "docker",      "containerd",  "vboxadd",
+    "root", "toor", "bin", "daemon", "sys", "adm", "lp", "sync", "shutdown", "halt", "mail",
+    "news", "uucp", "operator", "games", "gopher", "ftp", "man", "proxy", "www-data", "www",
+    "backup", "list", "irc", "gnats", "nobody", "nfsnobody", "nogroup", "messagebus", "dbus",
+    "sshd", "postfix", "exim", "debian-exim", "smmsp", "mailnull", "dovecot", "dovenull",
+    "opendkim", "opendmarc", "clamav", "amavis", "spamd", "debian-spamd", "mx2", "polkitd",
+    "avahi", "avahi-autoipd", "ntp", "chrony", "rpc", "rpcuser", "statd", "tss", "tcpdump",
+    "dnsmasq", "uuidd", "usbmux", "syslog", "colord", "pulse", "rtkit", "geoclue", "saned",
+    "lightdm", "gdm", "sddm", "nm-openvpn", "nm-openconnect", "tftp", "bind", "named", "unbound",
+    "nginx", "apache", "httpd", "mysql", "postgres", "redis", "memcached", "ldap", "openldap",
+    "sssd", "nslcd", "nscd", "landscape", "pollinate", "lxd", "cockpit-ws", "cockpit-wsinstance",
+    "libvirt-qemu", "libvirt-dnsmasq", "qemu", "kvm", "vcsa", "abrt", "setroubleshoot", "sslh",
+    "stunnel4", "haproxy", "squid", "ntpsec", "fwupd-refresh", "speech-dispatcher", "hplip",
+    "kernoops", "whoopsie", "cups-pk-helper", "sane", "Debian-snmp", "snmp", "zabbix", "nagios",
+    "prometheus", "node-exporter", "grafana", "docker", "containerd", "vboxadd",
 };
+/* clang-format on */
 
 int
 mapsrc_is_system_account(const char *name)
@@ -435,8 +431,8 @@ mapsrc_alias_entry(const struct mapsrc_entry *e, const char *file, const struct 
     }
     if (rcptmap_check_local(name, nlen, &why) != 0) {
         st->bad_lines++;
-        mapsrc_bad(sink, file, e->lineno, "alias '%s': %s", mapsrc_show(show, sizeof(show), name, nlen),
-                   why);
+        mapsrc_bad(sink, file, e->lineno, "alias '%s': %s",
+                   mapsrc_show(show, sizeof(show), name, nlen), why);
         return;
     }
     /* The right-hand side is not interpreted (":include:" files are not

@@ -63,9 +63,9 @@ struct mapsrc_aliases_stats {
 };
 
 struct mapsrc_list_stats {
-    size_t locals;     /* "user" entries */
-    size_t addresses;  /* "user@domain" entries */
-    size_t catchalls;  /* "@domain" entries */
+    size_t locals;    /* "user" entries */
+    size_t addresses; /* "user@domain" entries */
+    size_t catchalls; /* "@domain" entries */
     size_t bad_lines;
 };
 
@@ -91,8 +91,8 @@ int mapsrc_aliases_buf(const char *buf, size_t len, const char *fname,
  * lines whose first non-blank is '#' are ignored. */
 int mapsrc_list_file(FILE *f, const char *fname, const struct mapsrc_sink *sink,
                      struct mapsrc_list_stats *st);
-int mapsrc_list_buf(const char *buf, size_t len, const char *fname,
-                    const struct mapsrc_sink *sink, struct mapsrc_list_stats *st);
+int mapsrc_list_buf(const char *buf, size_t len, const char *fname, const struct mapsrc_sink *sink,
+                    struct mapsrc_list_stats *st);
 
 /* 1 if `name` is a system account that never receives mail from outside
  * (root, daemon, nobody, systemd-*, names starting with '_' or ending with

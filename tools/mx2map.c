@@ -77,8 +77,8 @@ static const char mx2map_usage_text[] =
     "        from an mx2 configuration file; -d still wins over it.\n"
     "dump    print every key of MAP, one per line, sorted.\n";
 
-static void
-mx2map_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void mx2map_usage_error(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
 
 static void
 mx2map_usage_error(const char *fmt, ...)
@@ -301,7 +301,9 @@ mx2map_cmd_build(int argc, char **argv)
         case OPT_PASSWD:
         case OPT_ALIASES:
         case OPT_LIST:
-            srcs[nsrc].kind = c == OPT_PASSWD ? SRC_PASSWD : c == OPT_ALIASES ? SRC_ALIASES : SRC_LIST;
+            srcs[nsrc].kind = c == OPT_PASSWD    ? SRC_PASSWD
+                              : c == OPT_ALIASES ? SRC_ALIASES
+                                                 : SRC_LIST;
             srcs[nsrc].path = optarg;
             if (strcmp(optarg, "-") == 0 && ++nstdin > 1)
                 mx2map_usage_error("build: only one source may be - (standard input)");
@@ -466,8 +468,7 @@ mx2map_cmd_build(int argc, char **argv)
         }
         if (have[SRC_LIST]) {
             printf("%slist: %zu (%zu local parts, %zu addresses, %zu catch-alls)", sep,
-                   li.locals + li.addresses + li.catchalls, li.locals, li.addresses,
-                   li.catchalls);
+                   li.locals + li.addresses + li.catchalls, li.locals, li.addresses, li.catchalls);
             sep = "; ";
         }
         printf("%salways: postmaster, abuse for %zu domains", sep, mb.all_domains.count);

@@ -121,8 +121,8 @@ rcptmap_lower_copy(char *dst, const char *src, size_t n)
 }
 
 int
-rcptmap_normalize_key(const char *local, size_t local_len, const char *domain,
-                      size_t domain_len, char *out, size_t outsize, const char **why)
+rcptmap_normalize_key(const char *local, size_t local_len, const char *domain, size_t domain_len,
+                      char *out, size_t outsize, const char **why)
 {
     size_t need;
     int rc;

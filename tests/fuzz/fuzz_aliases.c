@@ -1,7 +1,8 @@
 /*
  * fuzz_aliases.c - mapsrc's aliases parser on arbitrary bytes.
  *
- * Input: aliases(5) text with continuation lines, comments and quoted names. Names and bad-line reports must match the counters.
+ * Input: aliases(5) text with continuation lines, comments and quoted names. Names and bad-line
+ * reports must match the counters.
  *
  * Invariants checked on every name handed to the sink (a violation aborts):
  * non-empty, ASCII lower-case, no whitespace, control bytes or routing

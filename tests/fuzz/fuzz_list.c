@@ -1,7 +1,9 @@
 /*
  * fuzz_list.c - mapsrc's list parser on arbitrary bytes.
  *
- * Input: plain recipient lists (local parts, addresses, @domain catch-alls, extra columns). Every emitted name must also pass rcptmap_normalize_address (or, for a local part, rcptmap_check_local): the parser and the map agree.
+ * Input: plain recipient lists (local parts, addresses, @domain catch-alls, extra columns). Every
+ * emitted name must also pass rcptmap_normalize_address (or, for a local part,
+ * rcptmap_check_local): the parser and the map agree.
  *
  * Invariants checked on every name handed to the sink (a violation aborts):
  * non-empty, ASCII lower-case, no whitespace, control bytes or routing

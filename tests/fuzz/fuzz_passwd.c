@@ -1,7 +1,8 @@
 /*
  * fuzz_passwd.c - mapsrc's passwd parser on arbitrary bytes.
  *
- * Input: passwd(5) lines: the uid floor comes from the first byte, so the filters see varied settings. Every delivered account must be counted exactly once.
+ * Input: passwd(5) lines: the uid floor comes from the first byte, so the filters see varied
+ * settings. Every delivered account must be counted exactly once.
  *
  * Invariants checked on every name handed to the sink (a violation aborts):
  * non-empty, ASCII lower-case, no whitespace, control bytes or routing

@@ -118,8 +118,8 @@ test_passwd_lines(void **state)
         struct mapsrc_passwd_stats st;
         size_t fates[7] = {0};
 
-        assert_int_equal(mapsrc_passwd_buf(rows[i].line, strlen(rows[i].line), "pw", &opts, &s, &st),
-                         0);
+        assert_int_equal(
+            mapsrc_passwd_buf(rows[i].line, strlen(rows[i].line), "pw", &opts, &s, &st), 0);
         fates[PW_TAKEN] = st.accounts;
         fates[PW_UID] = st.skipped_uid;
         fates[PW_SYSTEM] = st.skipped_system;
@@ -179,23 +179,49 @@ test_system_and_shell_predicates(void **state)
         const char *s;
         int sys;
     } names[] = {
-        {"root", 1},        {"bin", 1},          {"daemon", 1},      {"sys", 1},
-        {"adm", 1},         {"lp", 1},           {"sync", 1},        {"shutdown", 1},
-        {"halt", 1},        {"mail", 1},         {"news", 1},        {"uucp", 1},
-        {"operator", 1},    {"games", 1},        {"man", 1},         {"proxy", 1},
-        {"www-data", 1},    {"backup", 1},       {"list", 1},        {"irc", 1},
-        {"gnats", 1},       {"nobody", 1},       {"systemd-timesync", 1}, {"_apt", 1},
-        {"messagebus", 1},  {"sshd", 1},         {"postfix", 1},     {"ROOT", 1},
-        {"alice", 0},       {"rooted", 0},       {"binary", 0},      {"systemd", 0},
-        {"mailman-user", 0}, {"", 0},
+        {"root", 1},
+        {"bin", 1},
+        {"daemon", 1},
+        {"sys", 1},
+        {"adm", 1},
+        {"lp", 1},
+        {"sync", 1},
+        {"shutdown", 1},
+        {"halt", 1},
+        {"mail", 1},
+        {"news", 1},
+        {"uucp", 1},
+        {"operator", 1},
+        {"games", 1},
+        {"man", 1},
+        {"proxy", 1},
+        {"www-data", 1},
+        {"backup", 1},
+        {"list", 1},
+        {"irc", 1},
+        {"gnats", 1},
+        {"nobody", 1},
+        {"systemd-timesync", 1},
+        {"_apt", 1},
+        {"messagebus", 1},
+        {"sshd", 1},
+        {"postfix", 1},
+        {"ROOT", 1},
+        {"alice", 0},
+        {"rooted", 0},
+        {"binary", 0},
+        {"systemd", 0},
+        {"mailman-user", 0},
+        {"", 0},
     };
     static const struct {
         const char *s;
         int nologin;
     } shells[] = {
-        {"/usr/sbin/nologin", 1}, {"/sbin/nologin", 1}, {"/bin/false", 1}, {"/usr/bin/false", 1},
-        {"nologin", 1},           {"false", 1},         {"/bin/bash", 0},  {"/bin/sh", 0},
-        {"", 0},                  {"/usr/bin/falsey", 0}, {"/nologin/bin/zsh", 0},
+        {"/usr/sbin/nologin", 1}, {"/sbin/nologin", 1},    {"/bin/false", 1},
+        {"/usr/bin/false", 1},    {"nologin", 1},          {"false", 1},
+        {"/bin/bash", 0},         {"/bin/sh", 0},          {"", 0},
+        {"/usr/bin/falsey", 0},   {"/nologin/bin/zsh", 0},
     };
 
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -256,9 +282,8 @@ test_aliases_table(void **state)
         struct mapsrc_aliases_stats st;
         char lines[256] = "";
 
-        assert_int_equal(mapsrc_aliases_buf(rows[i].text, strlen(rows[i].text), "/etc/aliases", &s,
-                                            &st),
-                         0);
+        assert_int_equal(
+            mapsrc_aliases_buf(rows[i].text, strlen(rows[i].text), "/etc/aliases", &s, &st), 0);
         if (strcmp(c.names, rows[i].names) != 0)
             fail_msg("row %zu: names '%s', want '%s'", i, c.names, rows[i].names);
         /* Reduce "2|reason;4|reason;" to "2,4". */
@@ -310,7 +335,8 @@ test_list_table(void **state)
         {"@Example.JP OK", "@example.jp", 2},
         {"ml-name-request@example.jp x", "ml-name-request@example.jp", 1},
         {"first.last+tag@sub.example.jp", "first.last+tag@sub.example.jp", 1},
-        {"\xe3\x83\xa6\xe3\x83\xbc\xe3\x82\xb6@example.jp", "\xe3\x83\xa6\xe3\x83\xbc\xe3\x82\xb6@example.jp", 1},
+        {"\xe3\x83\xa6\xe3\x83\xbc\xe3\x82\xb6@example.jp",
+         "\xe3\x83\xa6\xe3\x83\xbc\xe3\x82\xb6@example.jp", 1},
         {"", "", 0},
         {"# comment", "", 0},
         {"   # indented comment", "", 0},

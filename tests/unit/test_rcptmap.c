@@ -99,7 +99,8 @@ test_normalize_key(void **state)
         {"Alice", "EXAMPLE.JP", "alice@example.jp"},
         {"alice", "example.jp.", "alice@example.jp"},
         {"", "Example.JP", "@example.jp"},
-        {"a.b-c_d+e=f/g'h#i$j&k*l?m^n`o{p|q}r~", "x.jp", "a.b-c_d+e=f/g'h#i$j&k*l?m^n`o{p|q}r~@x.jp"},
+        {"a.b-c_d+e=f/g'h#i$j&k*l?m^n`o{p|q}r~", "x.jp",
+         "a.b-c_d+e=f/g'h#i$j&k*l?m^n`o{p|q}r~@x.jp"},
         {"\xc3\x89T\xc3\x89", "\xc3\xa9xample.jp", "\xc3\x89t\xc3\x89@\xc3\xa9xample.jp"},
         {"user", "sub_domain.example.jp", "user@sub_domain.example.jp"},
         {"a%b", "example.jp", NULL},
@@ -137,8 +138,8 @@ test_normalize_key(void **state)
                                       strlen(rows[i].domain), out, sizeof(out), &why);
         if (rows[i].key == NULL) {
             if (n != MX2_E_BAD_ADDRESS)
-                fail_msg("row %zu (%s@%s): want refusal, got %d", i, rows[i].local,
-                         rows[i].domain, n);
+                fail_msg("row %zu (%s@%s): want refusal, got %d", i, rows[i].local, rows[i].domain,
+                         n);
             assert_non_null(why);
         } else {
             if (n < 0)
@@ -194,8 +195,9 @@ static void
 test_build_then_lookup(void **state)
 {
     static const char *const keys[] = {
-        "alice@example.jp", "Bob@Example.JP", "carol@example.jp", "carol-list@example.jp",
-        "@catchall.example", "postmaster@example.jp", "alice@example.jp", /* duplicate */
+        "alice@example.jp",        "Bob@Example.JP",    "carol@example.jp",
+        "carol-list@example.jp",   "@catchall.example", "postmaster@example.jp",
+        "alice@example.jp", /* duplicate */
         "\xc3\xa9mile@example.jp",
     };
     static const struct {
@@ -255,8 +257,8 @@ test_build_then_lookup(void **state)
         rc = rcptmap_lookup(m, rows[i].local, rows[i].domain, rows[i].delim, matched,
                             sizeof(matched));
         if (rc != rows[i].rc)
-            fail_msg("row %zu (%s@%s delim '%s'): rc %d want %d", i, rows[i].local,
-                     rows[i].domain, rows[i].delim ? rows[i].delim : "(null)", rc, rows[i].rc);
+            fail_msg("row %zu (%s@%s delim '%s'): rc %d want %d", i, rows[i].local, rows[i].domain,
+                     rows[i].delim ? rows[i].delim : "(null)", rc, rows[i].rc);
         if (rows[i].matched != NULL)
             assert_string_equal(matched, rows[i].matched);
     }
@@ -388,8 +390,7 @@ test_unavailable_maps(void **state)
     assert_int_equal(rcptmap_open(path, &m), -ENOENT);
     assert_non_null(m);
     assert_false(rcptmap_is_open(m));
-    assert_int_equal(rcptmap_lookup(m, "alice", "example.jp", "+", NULL, 0),
-                     MX2_E_MAP_UNAVAILABLE);
+    assert_int_equal(rcptmap_lookup(m, "alice", "example.jp", "+", NULL, 0), MX2_E_MAP_UNAVAILABLE);
     assert_int_equal(rcptmap_iterate(m, collect_keys, buf), MX2_E_MAP_UNAVAILABLE);
     assert_int_equal(rcptmap_maybe_reopen(m), -ENOENT);
     /* ... and the map appearing later is picked up without a restart. */
@@ -405,8 +406,7 @@ test_unavailable_maps(void **state)
     memset(buf, 'G', sizeof(buf));
     write_file(path, buf, sizeof(buf));
     assert_int_equal(rcptmap_open(path, &m), MX2_E_MAP_UNAVAILABLE);
-    assert_int_equal(rcptmap_lookup(m, "alice", "example.jp", "+", NULL, 0),
-                     MX2_E_MAP_UNAVAILABLE);
+    assert_int_equal(rcptmap_lookup(m, "alice", "example.jp", "+", NULL, 0), MX2_E_MAP_UNAVAILABLE);
     rcptmap_close(m);
     write_file(path, "", 0);
     assert_int_equal(rcptmap_open(path, &m), MX2_E_MAP_UNAVAILABLE);
