@@ -94,7 +94,7 @@ struct envelope_wr {
 static void
 wr_bytes(struct envelope_wr *w, const void *b, size_t n)
 {
-    if (w->p != NULL && w->len + n <= w->cap)
+    if (n > 0 && w->p != NULL && w->len + n <= w->cap)
         memcpy(w->p + w->len, b, n);
     w->len += n;
 }

@@ -82,7 +82,7 @@ fnv(const void *p, size_t n)
 struct test_env {
     struct envelope e;
     struct envelope_rcpt r[4];
-    char addr[4][32];
+    char addr[4][48];
 };
 
 static void
