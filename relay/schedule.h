@@ -67,7 +67,9 @@ struct sched_primary {
 void sched_primary_init(struct sched_primary *p);
 
 /* A connection/greeting/EHLO to the primary failed (a delivery or a probe):
- * mark it down, next_probe = now + probe_interval, failures + 1. Returns 1
+ * mark it down, next_probe = now + probe_interval (at least 1 s, so a zero
+ * interval cannot make the flusher probe in a busy loop), failures + 1
+ * (saturating); down_since is set on the transition only. Returns 1
  * when this call changed the state (up -> down: log it), else 0. */
 int sched_primary_failed(struct sched_primary *p, const struct mx2_config *cfg, int64_t now);
 
