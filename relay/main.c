@@ -28,6 +28,7 @@
 
 #include "config.h"
 #include "err.h"
+#include "flusher.h"
 #include "fsio.h"
 #include "log.h"
 #include "rcptmap.h"
@@ -46,6 +47,7 @@ struct mx2d {
     struct spool *spool;
     struct rcptmap *map;
     struct writer *writer;
+    struct flusher *flusher;
     struct tls_ctx *tls;
     struct smtpd_server smtpd;
     uv_signal_t sig_term, sig_int, sig_hup;
@@ -78,6 +80,16 @@ mx2d_on_map_timer(uv_timer_t *t)
                   mx2_strerror(rc));
 }
 
+/* defer_when_primary_up: while the primary answers, new mail is told to
+ * go there (SPEC: spammers aiming at the backup MX gain nothing). */
+static void
+mx2d_on_primary_state(void *arg, int up)
+{
+    struct mx2d *d = arg;
+
+    d->smtpd.defer_new_mail = d->cfg.defer_when_primary_up && up;
+}
+
 static void
 mx2d_close_handle(uv_handle_t *h)
 {
@@ -90,7 +102,9 @@ mx2d_on_stop_timer(uv_timer_t *t)
 {
     struct mx2d *d = t->data;
 
-    if (!smtpd_server_idle(&d->smtpd)) {
+    if (smtpd_server_idle(&d->smtpd))
+        flusher_stop(d->flusher);
+    if (!smtpd_server_idle(&d->smtpd) || !flusher_idle(d->flusher)) {
         if (uv_now(d->loop) - d->stop_started < MX2D_SHUTDOWN_BOUND_MS)
             return;
         /* Bound reached: drop sessions still talking. One waiting for its
@@ -306,6 +320,10 @@ main(int argc, char **argv)
     d.smtpd.map = d.map;
     d.smtpd.spool = d.spool;
     d.smtpd.writer = d.writer;
+    if ((rc = flusher_start(d.loop, &d.cfg, d.spool, d.writer, &d.flusher)) != 0)
+        log_fatal("flusher: %s", mx2_strerror(rc));
+    d.smtpd.flusher = d.flusher;
+    flusher_on_primary_state(d.flusher, mx2d_on_primary_state, &d);
 
     uv_signal_init(d.loop, &d.sig_term);
     uv_signal_init(d.loop, &d.sig_int);
@@ -325,6 +343,7 @@ main(int argc, char **argv)
     rc = uv_loop_close(d.loop);
     if (rc != 0)
         log_warn("event loop closed with handles still open");
+    flusher_free(d.flusher);
     rcptmap_close(d.map);
     spool_close(d.spool);
     tls_ctx_free(d.tls);

@@ -19,6 +19,7 @@
 
 struct rcptmap;
 struct spool;
+struct flusher;
 struct tls_ctx;
 struct writer;
 struct smtpd_session;
@@ -41,6 +42,7 @@ struct smtpd_server {
     struct rcptmap *map;
     struct writer *writer;
     struct spool *spool; /* for temp files of large messages */
+    struct flusher *flusher; /* told about every committed message */
     struct tls_ctx *tls; /* inbound STARTTLS; NULL when not configured */
     uv_tcp_t *listeners;
     size_t nlisteners;

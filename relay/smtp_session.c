@@ -28,6 +28,7 @@
 #include "addr.h"
 #include "config.h"
 #include "err.h"
+#include "flusher.h"
 #include "log.h"
 #include "rcptmap.h"
 #include "smtp_parse.h"
@@ -329,7 +330,16 @@ smtpd_cmd_rcpt(struct smtpd_session *s, struct smtp_cmd *cmd)
         s->rcpts = xrealloc(s->rcpts, s->rcpt_cap * sizeof(*s->rcpts));
     }
     s->rcpts[s->nrcpt].address = xstrdup(text);
-    s->rcpts[s->nrcpt].orcpt = cmd->has_orcpt ? xstrdup(cmd->orcpt) : NULL;
+    s->rcpts[s->nrcpt].orcpt = NULL;
+    if (cmd->has_orcpt) {
+        /* Stored as received on the wire, "rfc822;" + xtext (RFC 3461 4.2),
+         * ready to be passed on and quoted in DSNs. */
+        char enc[3 * SMTP_ORCPT_MAX + 8];
+        size_t n;
+        memcpy(enc, "rfc822;", 7);
+        if (smtp_xtext_encode(cmd->orcpt, cmd->orcpt_len, enc + 7, sizeof(enc) - 7, &n) == 0)
+            s->rcpts[s->nrcpt].orcpt = xstrdup(enc);
+    }
     s->rcpts[s->nrcpt].notify = cmd->notify;
     s->nrcpt++;
     smtpd_enter_state(s, SMTPD_S_RCPT);
@@ -625,6 +635,7 @@ smtpd_on_committed(struct writer_job *job)
             log_info("%s: message-id=%s", job->msg.qid, s->scan.message_id);
         log_info("%s: from=<%s>, size=%llu, nrcpt=%zu (queue active)", job->msg.qid, env->sender,
                  (unsigned long long)env->size, env->nrcpt);
+        flusher_enqueue(s->srv->flusher, job->msg.qid, env);
     } else {
         log_warn("NOQUEUE: queue write failed for message from=<%s>: %s", env->sender,
                  mx2_strerror(job->result));
