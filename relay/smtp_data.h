@@ -29,7 +29,9 @@
  *   - Output bytes are counted in size; above max_size sets MX2_E_TOO_BIG.
  *   - Once error is set no more output is produced (the caller discards the
  *     message), but scanning and counting continue to the terminator. The
- *     first error wins.
+ *     first error wins. Where exactly the output stops may depend on how
+ *     the input was chunked; everything else (error, size, counters, done,
+ *     consumed) never does.
  *   - Lines longer than 998 octets (RFC 5321 4.5.3.1.6) are only counted.
  *
  * Callers: smtp_session, on the loop thread. Pure: no I/O, no allocation;
