@@ -24,7 +24,8 @@ test_codes_are_negative_and_distinct(void **state)
     assert_false(mx2_err_is_mx2(0));
     assert_false(mx2_err_is_mx2(-ENOENT));
     assert_false(mx2_err_is_mx2(MX2_E_BASE));
-    assert_false(mx2_err_is_mx2(MX2_E_INTERNAL - 1));
+    assert_true(mx2_err_is_mx2(MX2_E_BASE - MX2_ERRIDX_COUNT_));
+    assert_false(mx2_err_is_mx2(MX2_E_BASE - MX2_ERRIDX_COUNT_ - 1));
 }
 
 static void
