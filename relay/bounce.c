@@ -296,6 +296,16 @@ bounce_empty(const char *s)
     return s == NULL || *s == '\0';
 }
 
+/* The recipient's status if it is a valid RFC 3463 code, else the generic
+ * one for the kind of report. */
+static const char *
+bounce_rcpt_status(enum bounce_kind kind, const struct bounce_rcpt *r)
+{
+    if (bounce_ecode_class(r->status) != 0 && strchr(r->status, ' ') == NULL)
+        return r->status;
+    return kind == BOUNCE_FAILED ? "5.0.0" : kind == BOUNCE_DELAYED ? "4.0.0" : "2.0.0";
+}
+
 /* xtext-decoded copy of s into out (NUL-terminated), or s as is when it
  * does not decode. */
 static void
@@ -396,7 +406,7 @@ bounce_text_part(const struct bounce_info *info, const struct bounce_rcpt *rcpts
     case BOUNCE_FAILED:
         buf_appendf(&s,
                     "I'm sorry to have to tell you that your message could not be delivered to "
-                    "one or more recipients, because %s. It is attached below.",
+                    "the recipients listed below, because %s.",
                     bounce_empty(info->reason) ? "it was rejected or could not be delivered in time"
                                                : info->reason);
         break;
@@ -437,7 +447,7 @@ bounce_text_part(const struct bounce_info *info, const struct bounce_rcpt *rcpts
         if (!bounce_empty(rcpts[i].diagnostic))
             buf_appendf(&s, "%s", rcpts[i].diagnostic);
         else
-            buf_appendf(&s, "%s", info->kind == BOUNCE_DELIVERED ? "delivered" : "no reply text");
+            buf_appendf(&s, "status %s", bounce_rcpt_status(info->kind, &rcpts[i]));
         bounce_para(p, tmp, s.data);
         bounce_str(p, "");
     }
@@ -476,7 +486,6 @@ bounce_status_part(const struct bounce_info *info, const struct bounce_rcpt *rcp
 
     for (size_t i = 0; i < n; i++) {
         const struct bounce_rcpt *r = &rcpts[i];
-        char st[16];
         bounce_str(p, ""); /* each recipient's group follows a blank line */
         if (!bounce_empty(r->orcpt)) {
             const char *semi = strchr(r->orcpt, ';');
@@ -492,14 +501,7 @@ bounce_status_part(const struct bounce_info *info, const struct bounce_rcpt *rcp
         buf_appendf(&v, "rfc822; %s", r->address);
         bounce_field(p, tmp, "Final-Recipient", v.data, false);
         bounce_field(p, tmp, "Action", bounce_action(info->kind), true);
-        if (bounce_ecode_class(r->status) != 0 && strchr(r->status, ' ') == NULL)
-            snprintf(st, sizeof(st), "%s", r->status);
-        else
-            snprintf(st, sizeof(st), "%s",
-                     info->kind == BOUNCE_FAILED    ? "5.0.0"
-                     : info->kind == BOUNCE_DELAYED ? "4.0.0"
-                                                    : "2.0.0");
-        bounce_field(p, tmp, "Status", st, true);
+        bounce_field(p, tmp, "Status", bounce_rcpt_status(info->kind, r), true);
         if (!bounce_empty(r->remote_mta)) {
             buf_reset(&v);
             buf_appendf(&v, "dns; %s", r->remote_mta);
