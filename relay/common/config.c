@@ -416,8 +416,8 @@ config_free(struct mx2_config *cfg)
 /* ---- the loader ------------------------------------------------------ */
 
 struct config_loader {
-    const char *name;  /* FILE in messages */
-    const char *text;  /* the text libconfig parsed, for integer literals */
+    const char *name; /* FILE in messages */
+    const char *text; /* the text libconfig parsed, for integer literals */
     struct mx2_config *cfg;
     struct config_errors *errs;
     size_t nerr;
@@ -599,16 +599,16 @@ struct config_enum {
 };
 
 /* Flags of a config_key. */
-#define KF_IP_ONLY 0x01  /* host must be an IP address (bind address) */
+#define KF_IP_ONLY 0x01   /* host must be an IP address (bind address) */
 #define KF_EMPTY_OFF 0x02 /* "" turns the feature off (bool at off2) */
-#define KF_NO_DUPS 0x04  /* the same address twice is an error */
+#define KF_NO_DUPS 0x04   /* the same address twice is an error */
 
 struct config_key {
     const char *name;
     config_key_fn parse;
-    size_t off;                      /* the field in struct mx2_config */
-    size_t off2;                     /* second field (count, enabled flag) */
-    int64_t min;                     /* integers, durations; default port */
+    size_t off;  /* the field in struct mx2_config */
+    size_t off2; /* second field (count, enabled flag) */
+    int64_t min; /* integers, durations; default port */
     unsigned flags;
     config_check_fn check;           /* strings: validate/normalise in place */
     const struct config_enum *names; /* enumerations */
@@ -765,8 +765,8 @@ key_int(struct config_loader *ld, const config_setting_t *s, const struct config
     if (ld_int(ld, s, k->name, &v) != 0)
         return;
     if (v < k->min || v > INT_MAX) {
-        ld_err(ld, s, k->name, "%lld: must be between %lld and %d", (long long)v,
-               (long long)k->min, INT_MAX);
+        ld_err(ld, s, k->name, "%lld: must be between %lld and %d", (long long)v, (long long)k->min,
+               INT_MAX);
         return;
     }
     *FIELD(ld, k->off, int) = (int)v;
@@ -1071,8 +1071,11 @@ key_auth(struct config_loader *ld, const config_setting_t *s, const struct confi
 }
 
 static const struct config_enum tls_names[] = {
-    {"none", MX2_TLS_NONE}, {"may", MX2_TLS_MAY},       {"encrypt", MX2_TLS_ENCRYPT},
-    {"verify", MX2_TLS_VERIFY}, {NULL, 0},
+    {"none", MX2_TLS_NONE},
+    {"may", MX2_TLS_MAY},
+    {"encrypt", MX2_TLS_ENCRYPT},
+    {"verify", MX2_TLS_VERIFY},
+    {NULL, 0},
 };
 static const struct config_enum bare_names[] = {
     {"normalize", MX2_BARE_NORMALIZE}, {"reject", MX2_BARE_REJECT}, {NULL, 0}};
@@ -1084,10 +1087,10 @@ static const struct config_enum log_names[] = {
 /* Every key of SPEC.md "Configuration", in SPEC's order. */
 static const struct config_key config_keys[] = {
     {"hostname", key_string, OFF(hostname), 0, 0, 0, check_hostname, NULL},
-    {"listen", key_hostport_list, OFF(listen), OFF(listen_count), 25, KF_IP_ONLY | KF_NO_DUPS,
-     NULL, NULL},
-    {"relay_domains", key_strlist, OFF(relay_domains), OFF(relay_domains_count), 0, 0,
-     check_domain, NULL},
+    {"listen", key_hostport_list, OFF(listen), OFF(listen_count), 25, KF_IP_ONLY | KF_NO_DUPS, NULL,
+     NULL},
+    {"relay_domains", key_strlist, OFF(relay_domains), OFF(relay_domains_count), 0, 0, check_domain,
+     NULL},
     {"recipient_map", key_string, OFF(recipient_map), 0, 0, 0, NULL, NULL},
     {"recipient_delimiter", key_string, OFF(recipient_delimiter), 0, 0, 0, check_delimiter, NULL},
     {"primary", key_hostport_list, OFF(primary), OFF(primary_count), 25, 0, NULL, NULL},
@@ -1100,8 +1103,7 @@ static const struct config_key config_keys[] = {
     {"primary_tls", key_enum, OFF(primary_tls), 0, 0, 0, NULL, tls_names},
     {"primary_tls_ca", key_string, OFF(primary_tls_ca), 0, 0, 0, NULL, NULL},
     {"primary_auth", key_auth, 0, 0, 0, 0, NULL, NULL},
-    {"bounce_relay", key_hostport_opt, OFF(bounce_relay), OFF(has_bounce_relay), 25, 0, NULL,
-     NULL},
+    {"bounce_relay", key_hostport_opt, OFF(bounce_relay), OFF(has_bounce_relay), 25, 0, NULL, NULL},
     {"max_message_size", key_size, OFF(max_message_size), 0, 1, 0, NULL, NULL},
     {"max_recipients", key_int, OFF(max_recipients), 0, 1, 0, NULL, NULL},
     {"max_connections", key_int, OFF(max_connections), 0, 1, 0, NULL, NULL},
@@ -1190,8 +1192,7 @@ config_load_text(const char *text, const char *name, struct mx2_config *cfg,
     if (config_read_string(&lc, copy) != CONFIG_TRUE) {
         const char *f = config_error_file(&lc);
         config_errors_add(errs, "%s:%d: %s", f != NULL ? f : name, config_error_line(&lc),
-                          config_error_text(&lc) != NULL ? config_error_text(&lc)
-                                                         : "syntax error");
+                          config_error_text(&lc) != NULL ? config_error_text(&lc) : "syntax error");
         ld.nerr++;
     } else {
         const config_setting_t *root = config_root_setting(&lc);
@@ -1306,8 +1307,7 @@ config_unreadable(const char *path, char *buf, size_t len)
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 
     if (fd < 0) {
-        snprintf(buf, len, "cannot read %s: %s", config_quote(path, q, sizeof(q)),
-                 strerror(errno));
+        snprintf(buf, len, "cannot read %s: %s", config_quote(path, q, sizeof(q)), strerror(errno));
         return buf;
     }
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {

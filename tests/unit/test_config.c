@@ -88,16 +88,44 @@ test_duration_table(void **state)
         const char *in;
         int64_t want;
     } good[] = {
-        {"0", 0},          {"0s", 0},         {"300", 300},       {"300s", 300},
-        {"5m", 300},       {"70m", 4200},     {"1m", 60},         {"10s", 10},
-        {"4h", 14400},     {"5d", 432000},    {"007", 7},         {"36500d", 3153600000},
+        {"0", 0},
+        {"0s", 0},
+        {"300", 300},
+        {"300s", 300},
+        {"5m", 300},
+        {"70m", 4200},
+        {"1m", 60},
+        {"10s", 10},
+        {"4h", 14400},
+        {"5d", 432000},
+        {"007", 7},
+        {"36500d", 3153600000},
         {"3153600000", CONFIG_DURATION_MAX},
     };
     static const char *const bad[] = {
-        "",     "-5",  "+5",     "5x",     "5 m",    " 5",     "5m ",  "m",
-        "5mm",  "5M",  "5S",     "1.5h",   "5w",     "0x10",   "5ms",  "s5",
-        "3153600001", "36501d",  "52560001m", "99999999999999999999", "18446744073709551616",
-        "9223372036854775807",   "5d\n",
+        "",
+        "-5",
+        "+5",
+        "5x",
+        "5 m",
+        " 5",
+        "5m ",
+        "m",
+        "5mm",
+        "5M",
+        "5S",
+        "1.5h",
+        "5w",
+        "0x10",
+        "5ms",
+        "s5",
+        "3153600001",
+        "36501d",
+        "52560001m",
+        "99999999999999999999",
+        "18446744073709551616",
+        "9223372036854775807",
+        "5d\n",
     };
 
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
@@ -149,16 +177,45 @@ test_hostport_table(void **state)
         const char *in;
         uint16_t defport;
     } bad[] = {
-        {"", 25},           {":25", 25},          {"[]:25", 25},         {"[]", 25},
-        {"host:0", 25},     {"host:65536", 25},   {"host:99999999", 25}, {"host:", 25},
-        {"host:2x", 25},    {"host:-1", 25},      {"host:+25", 25},      {"host: 25", 25},
-        {"host:25 ", 25},   {"::1", 25},          {"::1:25", 25},        {"2001:db8::1", 25},
-        {"[::1", 25},       {"::1]:25", 25},      {"[::1]]:25", 25},     {"[[::1]]:25", 25},
-        {"[::1]x", 25},     {"[::1]:", 25},       {"[::1]25", 25},       {"[not:ipv6]:25", 25},
-        {"ho st:25", 25},   {"host..jp:25", 25},  {"-host:25", 25},      {"host-:25", 25},
-        {"a_b:25", 25},     {"1.2.3:25", 25},     {"256.0.0.1:25", 25},  {".example.jp", 25},
-        {"example.jp.", 25}, {"[1.2.3.4]:25x", 25}, {"127.0.0.1", 0},     {"[::1]", 0},
-        {"host:25:25", 25}, {"[fe80::1%eth0]:25", 25}, {"h\r\nst:25", 25},
+        {"", 25},
+        {":25", 25},
+        {"[]:25", 25},
+        {"[]", 25},
+        {"host:0", 25},
+        {"host:65536", 25},
+        {"host:99999999", 25},
+        {"host:", 25},
+        {"host:2x", 25},
+        {"host:-1", 25},
+        {"host:+25", 25},
+        {"host: 25", 25},
+        {"host:25 ", 25},
+        {"::1", 25},
+        {"::1:25", 25},
+        {"2001:db8::1", 25},
+        {"[::1", 25},
+        {"::1]:25", 25},
+        {"[::1]]:25", 25},
+        {"[[::1]]:25", 25},
+        {"[::1]x", 25},
+        {"[::1]:", 25},
+        {"[::1]25", 25},
+        {"[not:ipv6]:25", 25},
+        {"ho st:25", 25},
+        {"host..jp:25", 25},
+        {"-host:25", 25},
+        {"host-:25", 25},
+        {"a_b:25", 25},
+        {"1.2.3:25", 25},
+        {"256.0.0.1:25", 25},
+        {".example.jp", 25},
+        {"example.jp.", 25},
+        {"[1.2.3.4]:25x", 25},
+        {"127.0.0.1", 0},
+        {"[::1]", 0},
+        {"host:25:25", 25},
+        {"[fe80::1%eth0]:25", 25},
+        {"h\r\nst:25", 25},
     };
     char longhost[400];
 
@@ -394,12 +451,12 @@ test_unknown_key_names_key_and_line(void **state)
     struct config_errors errs = {0};
     char want[600], path[512];
 
-    snprintf(path, sizeof(path), "%s", write_file("unknown.conf",
-                                                  "hostname = \"mx2.example.net\";\n"
-                                                  "\n"
-                                                  "relay_domain = [ \"example.jp\" ];\n"
-                                                  "primary_auth = { user = \"u\";\n"
-                                                  "  pasword_file = \"/x\"; };\n"));
+    snprintf(path, sizeof(path), "%s",
+             write_file("unknown.conf", "hostname = \"mx2.example.net\";\n"
+                                        "\n"
+                                        "relay_domain = [ \"example.jp\" ];\n"
+                                        "primary_auth = { user = \"u\";\n"
+                                        "  pasword_file = \"/x\"; };\n"));
     config_defaults(&cfg);
     assert_int_equal(config_load(path, &cfg, &errs), MX2_E_CONFIG);
     assert_int_equal(errs.count, 2);
@@ -433,21 +490,33 @@ test_all_errors_reported(void **state)
                                "http_listen = \"127.0.0.1\";\n"     /* 12 */
                                "smtp_timeout = 1.5;\n"              /* 13 */
                                "relay_domains = [ \"ok.example\",\n"
-                               "  \"not a domain\" ];\n"            /* 15 */
-                               "recipient_delimiter = \"@\";\n"     /* 16 */
-                               "queue_lifetime = 0;\n"              /* 17 */
-                               "delay_warning = \"0\";\n"           /* 18: fine */
+                               "  \"not a domain\" ];\n"                 /* 15 */
+                               "recipient_delimiter = \"@\";\n"          /* 16 */
+                               "queue_lifetime = 0;\n"                   /* 17 */
+                               "delay_warning = \"0\";\n"                /* 18: fine */
                                "etrn_clients = [ \"mx.example.jp\" ];\n" /* 19 */
-                               "bounce_relay = \"[::1\";\n";        /* 20 */
+                               "bounce_relay = \"[::1\";\n";             /* 20 */
     static const struct {
         int line;
         const char *key;
     } want[] = {
-        {1, "hostname"},        {2, "retry_min"},   {3, "retry_max"},    {4, "primary_tls"},
-        {5, "max_recipients"},  {6, "listen"},      {7, "primary"},      {9, "defer_when_primary_up"},
-        {10, "log"},            {11, "bare_newline"}, {12, "http_listen"}, {13, "smtp_timeout"},
-        {15, "relay_domains"},  {16, "recipient_delimiter"}, {17, "queue_lifetime"},
-        {19, "etrn_clients"},   {20, "bounce_relay"},
+        {1, "hostname"},
+        {2, "retry_min"},
+        {3, "retry_max"},
+        {4, "primary_tls"},
+        {5, "max_recipients"},
+        {6, "listen"},
+        {7, "primary"},
+        {9, "defer_when_primary_up"},
+        {10, "log"},
+        {11, "bare_newline"},
+        {12, "http_listen"},
+        {13, "smtp_timeout"},
+        {15, "relay_domains"},
+        {16, "recipient_delimiter"},
+        {17, "queue_lifetime"},
+        {19, "etrn_clients"},
+        {20, "bounce_relay"},
     };
     struct mx2_config cfg;
     struct config_errors errs = {0};
@@ -509,9 +578,9 @@ test_syntax_error_has_line(void **state)
 
     /* libconfig's other parse errors carry the line too. */
     config_defaults(&cfg);
-    assert_int_equal(config_load_string("log = \"stderr\";\nlog = \"syslog\";\n", "dup", &cfg,
-                                        &errs),
-                     MX2_E_CONFIG);
+    assert_int_equal(
+        config_load_string("log = \"stderr\";\nlog = \"syslog\";\n", "dup", &cfg, &errs),
+        MX2_E_CONFIG);
     assert_int_equal(errs.count, 1);
     assert_true(has_error(&errs, "dup:2: "));
     config_free(&cfg);
@@ -633,13 +702,20 @@ test_integer_values(void **state)
         const char *text;
         int ok;
     } ints[] = {
-        {"max_recipients = 1;", 1},          {"max_recipients = 2147483647;", 1},
-        {"max_recipients = 2147483648;", 0}, {"max_recipients = 0;", 0},
-        {"primary_concurrency = -3;", 0},    {"max_connections = \"10\";", 0},
-        {"max_connections_per_ip = true;", 0}, {"retry_min = 3000000000;", 1},
-        {"retry_min = 3153600001L;", 0},     {"connect_timeout = 0;", 0},
-        {"delay_warning = 0;", 1},           {"delay_warning = \"0\";", 1},
-        {"probe_interval = \"\";", 0},       {"smtp_timeout = [ \"5m\" ];", 0},
+        {"max_recipients = 1;", 1},
+        {"max_recipients = 2147483647;", 1},
+        {"max_recipients = 2147483648;", 0},
+        {"max_recipients = 0;", 0},
+        {"primary_concurrency = -3;", 0},
+        {"max_connections = \"10\";", 0},
+        {"max_connections_per_ip = true;", 0},
+        {"retry_min = 3000000000;", 1},
+        {"retry_min = 3153600001L;", 0},
+        {"connect_timeout = 0;", 0},
+        {"delay_warning = 0;", 1},
+        {"delay_warning = \"0\";", 1},
+        {"probe_interval = \"\";", 0},
+        {"smtp_timeout = [ \"5m\" ];", 0},
     };
     for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
         struct mx2_config cfg = {0};
@@ -661,35 +737,54 @@ test_enumerations_and_lists(void **state)
         const char *text;
         int ok;
     } rows[] = {
-        {"primary_tls = \"none\";", 1},       {"primary_tls = \"may\";", 1},
-        {"primary_tls = \"encrypt\";", 1},    {"primary_tls = \"verify\";", 1},
-        {"primary_tls = \"VERIFY\";", 0},     {"primary_tls = \"\";", 0},
-        {"bare_newline = \"normalize\";", 1}, {"bare_newline = \"reject\";", 1},
-        {"bare_newline = \"strip\";", 0},     {"log = \"stderr\";", 1},
-        {"log = \"syslog\";", 1},             {"log = \"file\";", 0},
-        {"listen = [ ];", 1},                 {"listen = ( \"127.0.0.1:25\" );", 1},
-        {"listen = [ \"localhost:25\" ];", 0}, /* a bind address must be an IP */
+        {"primary_tls = \"none\";", 1},
+        {"primary_tls = \"may\";", 1},
+        {"primary_tls = \"encrypt\";", 1},
+        {"primary_tls = \"verify\";", 1},
+        {"primary_tls = \"VERIFY\";", 0},
+        {"primary_tls = \"\";", 0},
+        {"bare_newline = \"normalize\";", 1},
+        {"bare_newline = \"reject\";", 1},
+        {"bare_newline = \"strip\";", 0},
+        {"log = \"stderr\";", 1},
+        {"log = \"syslog\";", 1},
+        {"log = \"file\";", 0},
+        {"listen = [ ];", 1},
+        {"listen = ( \"127.0.0.1:25\" );", 1},
+        {"listen = [ \"localhost:25\" ];", 0},                /* a bind address must be an IP */
         {"listen = [ \"127.0.0.1:25\", \"127.0.0.1\" ];", 0}, /* the same twice */
-        {"listen = [ 25 ];", 0},              {"listen = 25;", 0},
-        {"listen = { a = 1; };", 0},          {"primary = [ \"mail.example.jp:2525\" ];", 1},
+        {"listen = [ 25 ];", 0},
+        {"listen = 25;", 0},
+        {"listen = { a = 1; };", 0},
+        {"primary = [ \"mail.example.jp:2525\" ];", 1},
         {"primary = [ \"mail.example.jp:0\" ];", 0},
-        {"http_listen = \"[::1]:8025\";", 1}, {"http_listen = \"localhost:8025\";", 0},
-        {"http_listen = \"127.0.0.1\";", 0},  {"bounce_relay = \"[192.0.2.1]\";", 1},
-        {"bounce_relay = \"relay.example.jp:587\";", 1}, {"bounce_relay = \"x:\";", 0},
+        {"http_listen = \"[::1]:8025\";", 1},
+        {"http_listen = \"localhost:8025\";", 0},
+        {"http_listen = \"127.0.0.1\";", 0},
+        {"bounce_relay = \"[192.0.2.1]\";", 1},
+        {"bounce_relay = \"relay.example.jp:587\";", 1},
+        {"bounce_relay = \"x:\";", 0},
         {"relay_domains = [ \"EXAMPLE.jp\", \"a-b.example\" ];", 1},
-        {"relay_domains = [ \"198.51.100.1\" ];", 0}, {"relay_domains = [ \"[example.jp]\" ];", 0},
-        {"relay_domains = [ \"ex_ample.jp\" ];", 0},  {"relay_domains = [ \"\" ];", 0},
+        {"relay_domains = [ \"198.51.100.1\" ];", 0},
+        {"relay_domains = [ \"[example.jp]\" ];", 0},
+        {"relay_domains = [ \"ex_ample.jp\" ];", 0},
+        {"relay_domains = [ \"\" ];", 0},
         {"relay_domains = [ \"user@example.jp\" ];", 0},
         {"relay_domains = [ \".example.jp\" ];", 0},
-        {"hostname = \"\";", 0},               {"hostname = \"mx2\";", 1},
-        {"recipient_delimiter = \"\";", 1},    {"recipient_delimiter = \"-\";", 1},
-        {"recipient_delimiter = \"%\";", 0},   {"recipient_delimiter = \" \";", 0},
+        {"hostname = \"\";", 0},
+        {"hostname = \"mx2\";", 1},
+        {"recipient_delimiter = \"\";", 1},
+        {"recipient_delimiter = \"-\";", 1},
+        {"recipient_delimiter = \"%\";", 0},
+        {"recipient_delimiter = \" \";", 0},
         {"control_socket = \"/run/mx2/ctl\";", 1},
         {"control_socket = \"/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\";",
          0},
-        {"defer_when_primary_up = false;", 1}, {"defer_when_primary_up = 0;", 0},
-        {"user = 0;", 0},                      {"spool_dir = [ \"/x\" ];", 0},
+        {"defer_when_primary_up = false;", 1},
+        {"defer_when_primary_up = 0;", 0},
+        {"user = 0;", 0},
+        {"spool_dir = [ \"/x\" ];", 0},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         struct mx2_config cfg = {0};
@@ -747,12 +842,13 @@ test_etrn_clients(void **state)
     static const struct {
         const char *in, *canon;
     } good[] = {
-        {"198.51.100.1", "198.51.100.1"}, {"::1", "::1"},
-        {"2001:DB8:0:0::25", "2001:db8::25"}, {"::ffff:192.0.2.1", "::ffff:192.0.2.1"},
+        {"198.51.100.1", "198.51.100.1"},
+        {"::1", "::1"},
+        {"2001:DB8:0:0::25", "2001:db8::25"},
+        {"::ffff:192.0.2.1", "::ffff:192.0.2.1"},
     };
     static const char *const bad[] = {
-        "mx.example.jp", "[::1]", "198.51.100.0/24", "300.1.1.1", "", "1.2.3", " 1.2.3.4",
-        "::1%lo",
+        "mx.example.jp", "[::1]", "198.51.100.0/24", "300.1.1.1", "", "1.2.3", " 1.2.3.4", "::1%lo",
     };
     char text[300];
 
@@ -869,7 +965,8 @@ test_check_daemon(void **state)
          ":11: primary_tls_ca: cannot read"},
         {"primary_auth", "primary_auth = { user = \"relay\"; };\n",
          ":11: primary_auth: user is set but password_file is empty"},
-        {"primary_auth", "primary_auth = { user = \"relay\"; password_file = \"/nonexistent\"; };\n",
+        {"primary_auth",
+         "primary_auth = { user = \"relay\"; password_file = \"/nonexistent\"; };\n",
          ":11: primary_auth: cannot read"},
         {"primary_auth", "primary_auth = { password_file = \"/etc/hostname\"; };\n",
          ":11: primary_auth: password_file is set but user is empty"},
