@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,7 +49,10 @@ struct fl_msg {
     int64_t arrival;
     int64_t next_attempt;
     enum fl_route route;
-    unsigned active : 1, hold : 1;
+    unsigned active : 1, hold : 1, in_round : 1;
+    uint64_t size;
+    uint64_t domains;              /* bit i: a recipient in relay_domains[i] */
+    struct fl_op *ops;             /* operator actions waiting for the attempt to end */
     size_t heap_idx;               /* SIZE_MAX when not in a heap */
     struct fl_msg *hnext;          /* hash chain */
     struct fl_msg *anext, *aprev;  /* arrival order */
@@ -60,6 +64,16 @@ struct fl_heap {
 };
 
 struct fl_conn;
+
+/* An operator action (delete/hold/release) on one message. */
+struct fl_op {
+    struct writer_job job;
+    struct spool_op op;
+    struct flusher *fl;
+    flusher_op_cb cb;
+    void *arg;
+    struct fl_op *next;
+};
 
 struct flusher {
     uv_loop_t *loop;
@@ -88,6 +102,18 @@ struct flusher {
     void (*state_cb)(void *, int);
     void *state_arg;
     uint32_t seed;
+    uint64_t bytes, held;
+    /* flush --wait: one round at a time; later waiters join it. */
+    int round_active;
+    uint64_t round_waiting; /* messages of the round not yet attempted */
+    uint64_t round_delivered, round_deferred, round_bounced;
+    struct fl_waiter *waiters;
+};
+
+struct fl_waiter {
+    struct fl_waiter *next;
+    flusher_round_cb done;
+    void *arg;
 };
 
 struct fl_conn {
@@ -128,6 +154,8 @@ struct fl_attempt {
 };
 
 static void fl_kick(struct flusher *fl);
+static void fl_op_start_waiting(struct flusher *fl, struct fl_msg *m);
+static void fl_op_flush_all(struct flusher *fl, struct fl_msg *m, int rc);
 static void fl_conn_open(struct flusher *fl, enum fl_route route, struct fl_msg *bmsg,
                          const struct smtpc_target *t, size_t nt, int probe);
 
@@ -257,11 +285,41 @@ fl_schedule(struct flusher *fl, struct fl_msg *m, int64_t when)
 }
 
 static void
+fl_round_end(struct flusher *fl)
+{
+    struct fl_waiter *w = fl->waiters, *next;
+
+    fl->round_active = 0;
+    fl->waiters = NULL;
+    for (struct fl_msg *m = fl->ahead; m != NULL; m = m->anext)
+        m->in_round = 0;
+    for (; w != NULL; w = next) {
+        next = w->next;
+        w->done(w->arg, fl->round_delivered, fl->round_deferred, fl->round_bounced);
+        free(w);
+    }
+}
+
+static void
+fl_round_leave(struct flusher *fl, struct fl_msg *m)
+{
+    if (!m->in_round)
+        return;
+    m->in_round = 0;
+    if (fl->round_active && --fl->round_waiting == 0)
+        fl_round_end(fl);
+}
+
+static void
 fl_forget(struct flusher *fl, struct fl_msg *m)
 {
     struct fl_msg **pp = &fl->buckets[fl_hash(m->qid, fl->nbuckets)];
 
     fl_heap_remove(&fl->heap[m->route], m);
+    if (m->in_round) {
+        fl->round_deferred++; /* removed before its attempt (operator delete) */
+        fl_round_leave(fl, m);
+    }
     for (; *pp; pp = &(*pp)->hnext)
         if (*pp == m) {
             *pp = m->hnext;
@@ -276,6 +334,9 @@ fl_forget(struct flusher *fl, struct fl_msg *m)
     else
         fl->atail = m->aprev;
     fl->nmsgs--;
+    fl->bytes -= m->size;
+    if (m->hold)
+        fl->held--;
     free(m);
 }
 
@@ -310,6 +371,16 @@ fl_add(struct flusher *fl, const char *qid, const struct envelope *env)
     m->route = fl_route_of(fl, env);
     m->hold = (env->flags & ENVELOPE_F_HOLD) != 0;
     m->heap_idx = SIZE_MAX;
+    m->size = env->size;
+    for (size_t i = 0; i < env->nrcpt; i++) {
+        const char *at = strrchr(env->rcpts[i].address, '@');
+        for (size_t d = 0; at != NULL && d < fl->cfg->relay_domains_count && d < 64; d++)
+            if (strcasecmp(at + 1, fl->cfg->relay_domains[d]) == 0)
+                m->domains |= 1ull << d;
+    }
+    fl->bytes += m->size;
+    if (m->hold)
+        fl->held++;
     h = fl_hash(qid, fl->nbuckets);
     m->hnext = fl->buckets[h];
     fl->buckets[h] = m;
@@ -488,6 +559,137 @@ fl_resolve_start(struct flusher *fl, enum fl_route route, struct fl_msg *m, cons
     fl->pending_work++;
 }
 
+/* ---- operator actions ---- */
+
+static void
+fl_op_done(struct writer_job *job)
+{
+    struct fl_op *o = job->data;
+    struct flusher *fl = o->fl;
+    struct fl_msg *m = fl_find(fl, o->op.qid);
+    int rc = job->result != 0 ? job->result : o->op.result;
+
+    fl->pending_work--;
+    if (rc == 0 && m != NULL && !m->active) {
+        switch (o->op.kind) {
+        case SPOOL_OP_DELETE:
+            log_info("%s: removed (deleted by the operator)", m->qid);
+            fl_forget(fl, m);
+            break;
+        case SPOOL_OP_HOLD:
+            if (!m->hold) {
+                m->hold = 1;
+                fl->held++;
+                fl_round_leave(fl, m);
+            }
+            fl_heap_remove(&fl->heap[m->route], m);
+            log_info("%s: held by the operator", m->qid);
+            break;
+        case SPOOL_OP_RELEASE:
+            if (m->hold) {
+                m->hold = 0;
+                fl->held--;
+            }
+            fl_schedule(fl, m, 0);
+            log_info("%s: released by the operator", m->qid);
+            break;
+        default:
+            break;
+        }
+    }
+    if (o->cb)
+        o->cb(o->arg, rc);
+    free(o);
+    if (!fl->stopping)
+        fl_kick(fl);
+}
+
+static void
+fl_op_submit(struct flusher *fl, struct fl_op *o)
+{
+    memset(&o->job, 0, sizeof(o->job));
+    o->job.kind = WRITER_UPDATE;
+    o->job.ops = &o->op;
+    o->job.nops = 1;
+    o->job.done = fl_op_done;
+    o->job.data = o;
+    fl->pending_work++;
+    writer_submit(fl->writer, &o->job);
+}
+
+/* The attempt on m ended and m still exists: run the actions that waited. */
+static void
+fl_op_start_waiting(struct flusher *fl, struct fl_msg *m)
+{
+    struct fl_op *o = m->ops, *next;
+
+    m->ops = NULL;
+    for (; o != NULL; o = next) {
+        next = o->next;
+        fl_op_submit(fl, o);
+    }
+}
+
+/* m was removed by its own delivery: actions that waited are moot. */
+static void
+fl_op_flush_all(struct flusher *fl, struct fl_msg *m, int rc)
+{
+    struct fl_op *o = m->ops, *next;
+
+    m->ops = NULL;
+    for (; o != NULL; o = next) {
+        next = o->next;
+        if (o->cb)
+            o->cb(o->arg, o->op.kind == SPOOL_OP_DELETE ? rc : MX2_E_NOT_FOUND);
+        free(o);
+    }
+}
+
+static void
+fl_operator(struct flusher *fl, const char *qid, enum spool_op_kind kind, flusher_op_cb cb,
+            void *arg)
+{
+    struct fl_op *o = xcalloc(1, sizeof(*o));
+    struct fl_msg *m = fl_find(fl, qid);
+
+    o->fl = fl;
+    o->cb = cb;
+    o->arg = arg;
+    o->op.kind = kind;
+    snprintf(o->op.qid, sizeof(o->op.qid), "%s", qid);
+    if (m != NULL && m->active) {
+        o->next = m->ops;
+        m->ops = o;
+        return;
+    }
+    fl_op_submit(fl, o);
+}
+
+void
+flusher_delete(struct flusher *fl, const char *qid, flusher_op_cb cb, void *arg)
+{
+    fl_operator(fl, qid, SPOOL_OP_DELETE, cb, arg);
+}
+
+void
+flusher_hold(struct flusher *fl, const char *qid, flusher_op_cb cb, void *arg)
+{
+    fl_operator(fl, qid, SPOOL_OP_HOLD, cb, arg);
+}
+
+void
+flusher_release(struct flusher *fl, const char *qid, flusher_op_cb cb, void *arg)
+{
+    fl_operator(fl, qid, SPOOL_OP_RELEASE, cb, arg);
+}
+
+void
+flusher_foreach(struct flusher *fl, void (*cb)(void *arg, const char *qid), void *arg)
+{
+    for (struct fl_msg *m = fl->ahead; m != NULL; m = m->anext)
+        cb(arg, m->qid);
+}
+
 /* ---- recording outcomes ---- */
 
 static struct spool_op *
@@ -528,6 +730,8 @@ fl_on_updated(struct writer_job *job)
 
     fl->pending_work--;
     m->active = 0;
+    if (!a->deleting || job->result != 0)
+        fl_round_leave(fl, m);
     if (job->result != 0) {
         /* The record failed (disk trouble): try the message again later;
          * recipients already accepted may be sent twice (at-least-once). */
@@ -536,10 +740,14 @@ fl_on_updated(struct writer_job *job)
             fl_schedule(fl, m, fl_now() + fl->cfg->retry_min);
     } else if (a->deleting) {
         log_info("%s: removed", m->qid);
+        fl_op_flush_all(fl, m, MX2_OK);
         fl_forget(fl, m);
+        m = NULL;
     } else if (!fl->stopping) {
         fl_schedule(fl, m, a->next_attempt);
     }
+    if (m != NULL && m->ops != NULL)
+        fl_op_start_waiting(fl, m);
     fl_attempt_free(a);
     if (!fl->stopping)
         fl_kick(fl);
@@ -749,6 +957,17 @@ fl_attempt_finish(struct fl_attempt *a, const struct smtpc_result *why)
         if (r->state == ENVELOPE_RCPT_BOUNCED && !(r->flags & ENVELOPE_RF_DSN_SENT))
             bounced[nb++] = i;
     }
+    if (a->msg->in_round) {
+        for (size_t i = 0; i < a->n; i++) {
+            enum envelope_rcpt_state st = env->rcpts[a->idx[i]].state;
+            if (st == ENVELOPE_RCPT_DONE)
+                fl->round_delivered++;
+            else if (st == ENVELOPE_RCPT_BOUNCED)
+                fl->round_bounced++;
+            else
+                fl->round_deferred++;
+        }
+    }
     if (pending > 0) {
         struct spool_op *op = fl_op(a, SPOOL_OP_SCHEDULE);
         uint32_t attempts = env->attempts + 1;
@@ -923,11 +1142,25 @@ fl_set_primary(struct flusher *fl, int up)
             if (fl->state_cb)
                 fl->state_cb(fl->state_arg, 1);
         }
-    } else if (sched_primary_failed(&fl->primary, fl->cfg, now)) {
-        log_warn("primary is DOWN: holding the queue, probing every %llds",
-                 (long long)fl->cfg->probe_interval);
-        if (fl->state_cb)
-            fl->state_cb(fl->state_arg, 0);
+    } else {
+        if (sched_primary_failed(&fl->primary, fl->cfg, now)) {
+            log_warn("primary is DOWN: holding the queue, probing every %llds",
+                     (long long)fl->cfg->probe_interval);
+            if (fl->state_cb)
+                fl->state_cb(fl->state_arg, 0);
+        }
+        /* A flush round cannot finish against a dead primary: what is left
+         * of it counts as deferred. */
+        if (fl->round_active) {
+            uint64_t left = 0;
+            for (struct fl_msg *m = fl->ahead; m != NULL; m = m->anext)
+                if (m->in_round && !m->active && m->route == FL_PRIMARY)
+                    left++;
+            if (left == fl->round_waiting) {
+                fl->round_deferred += left;
+                fl_round_end(fl);
+            }
+        }
     }
 }
 
@@ -1289,6 +1522,53 @@ flusher_flush(struct flusher *fl)
 }
 
 void
+flusher_flush_wait(struct flusher *fl, flusher_round_cb done, void *arg)
+{
+    struct fl_waiter *w = xcalloc(1, sizeof(*w));
+
+    w->done = done;
+    w->arg = arg;
+    w->next = fl->waiters;
+    fl->waiters = w;
+    if (!fl->round_active) {
+        fl->round_active = 1;
+        fl->round_waiting = 0;
+        fl->round_delivered = fl->round_deferred = fl->round_bounced = 0;
+        for (struct fl_msg *m = fl->ahead; m != NULL; m = m->anext)
+            if (!m->hold) {
+                m->in_round = 1;
+                fl->round_waiting++;
+            }
+        if (fl->round_waiting == 0) {
+            fl_round_end(fl);
+            return;
+        }
+    }
+    flusher_flush(fl);
+}
+
+size_t
+flusher_flush_domain(struct flusher *fl, const char *domain)
+{
+    size_t n = 0;
+    uint64_t mask = 0;
+
+    for (size_t d = 0; d < fl->cfg->relay_domains_count && d < 64; d++)
+        if (strcasecmp(domain, fl->cfg->relay_domains[d]) == 0)
+            mask |= 1ull << d;
+    for (struct fl_msg *m = fl->ahead; m != NULL; m = m->anext)
+        if ((m->domains & mask) && !m->hold && !m->active) {
+            fl_schedule(fl, m, 0);
+            n++;
+        }
+    if (n > 0 && !fl->primary.up)
+        fl->primary.next_probe = 0;
+    if (n > 0)
+        fl_kick(fl);
+    return n;
+}
+
+void
 flusher_stop(struct flusher *fl)
 {
     if (fl == NULL || fl->stopping)
@@ -1331,6 +1611,9 @@ flusher_get_stats(const struct flusher *fl, struct flusher_stats *st)
     *st = fl->stats;
     st->messages = fl->nmsgs;
     st->primary_up = fl->primary.up;
+    st->queue_bytes = fl->bytes;
+    st->held = fl->held;
+    st->oldest_arrival = fl->ahead ? fl->ahead->arrival : 0;
 }
 
 void

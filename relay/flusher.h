@@ -31,6 +31,9 @@ struct writer;
 struct flusher;
 
 struct flusher_stats {
+    uint64_t queue_bytes;  /* sum of message sizes in the queue */
+    int64_t oldest_arrival; /* unix seconds of the oldest queued message; 0 if empty */
+    uint64_t held;         /* messages on hold */
     uint64_t delivered;    /* recipients accepted by the primary */
     uint64_t deferred;     /* recipient attempts that failed temporarily */
     uint64_t bounced;      /* recipients bounced (5xx or expired) */
@@ -55,6 +58,32 @@ void flusher_free(struct flusher *fl);
 /* 1 when stopped and nothing of the flusher is in flight any more. */
 int flusher_idle(const struct flusher *fl);
 void flusher_get_stats(const struct flusher *fl, struct flusher_stats *st);
+/* Operator actions (mx2ctl through the control socket). Each is applied in
+ * one writer transaction and answered on the loop thread:
+ * cb(arg, 0 | MX2_E_NOT_FOUND | error). A message being delivered right now
+ * is changed as soon as that attempt has been recorded. delete removes the
+ * message without any bounce; hold parks it: it is neither delivered nor
+ * expired until released or deleted (Postfix's hold queue); release makes it
+ * due now. */
+typedef void (*flusher_op_cb)(void *arg, int result);
+void flusher_delete(struct flusher *fl, const char *qid, flusher_op_cb cb, void *arg);
+void flusher_hold(struct flusher *fl, const char *qid, flusher_op_cb cb, void *arg);
+void flusher_release(struct flusher *fl, const char *qid, flusher_op_cb cb, void *arg);
+/* Calls cb(arg, qid) for every queued message (for `delete --all`). */
+void flusher_foreach(struct flusher *fl, void (*cb)(void *arg, const char *qid), void *arg);
+
+/* flush --wait: make everything due now (as flusher_flush) and call done
+ * once every message that was queued at that moment has had one attempt
+ * (or the primary turned out to be down), with the recipients delivered,
+ * deferred and bounced in that round. */
+typedef void (*flusher_round_cb)(void *arg, uint64_t delivered, uint64_t deferred,
+                                 uint64_t bounced);
+void flusher_flush_wait(struct flusher *fl, flusher_round_cb done, void *arg);
+
+/* ETRN (RFC 1985): flush the messages that have a recipient in `domain`
+ * (case-insensitive). Returns the number of messages made due. */
+size_t flusher_flush_domain(struct flusher *fl, const char *domain);
+
 /* Callback when the primary's state changes (defer_when_primary_up). */
 void flusher_on_primary_state(struct flusher *fl, void (*cb)(void *arg, int up), void *arg);
 
