@@ -559,7 +559,7 @@ smtpc_on_read(struct conn *conn)
 {
     struct smtpc *c = conn->data;
 
-    while (!conn->closing) {
+    while (!conn->closing && buf_avail(&conn->in) > 0) {
         const char *head = buf_head(&conn->in);
         size_t avail = buf_avail(&conn->in);
         const char *lf = memchr(head, '\n', avail);

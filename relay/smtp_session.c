@@ -770,8 +770,10 @@ smtpd_process(struct smtpd_session *s)
             smtpd_enter_state(s, SMTPD_S_QUIT);
             break;
         }
-        const char *head = buf_head(&c->in);
         size_t avail = buf_avail(&c->in);
+        if (avail == 0)
+            break;
+        const char *head = buf_head(&c->in);
         const char *lf = memchr(head, '\n', avail);
         if (lf == NULL) {
             if (avail >= SMTPD_LINE_MAX) {
