@@ -151,13 +151,10 @@ dns_insert(struct dns_host *out, size_t max, size_t *n, const char *name, unsign
     *n = keep + 1;
 }
 
-int
-dns_parse_mx(const unsigned char *answer, int len, struct dns_host *out, size_t max, size_t *n)
+static int
+dns_parse_answer(const unsigned char *answer, int len, struct dns_host *out, size_t max,
+                 size_t *n)
 {
-    if (n != NULL)
-        *n = 0;
-    if (answer == NULL || out == NULL || n == NULL || max == 0 || len < 0)
-        return MX2_E_INVAL;
     size_t L = (size_t)len;
     if (L < DNS_HDR_LEN)
         return MX2_E_PROTOCOL;
@@ -178,7 +175,7 @@ dns_parse_mx(const unsigned char *answer, int len, struct dns_host *out, size_t 
     unsigned qd = dns_u16(answer + 4), an = dns_u16(answer + 6);
     size_t pos = DNS_HDR_LEN;
     char name[256];
-    int null_mx = 0;
+    int null_mx = 0, skipped = 0;
 
     for (unsigned i = 0; i < qd; i++) {
         if (dns_read_name(answer, L, pos, NULL, 0, &pos) == DNS_NAME_BAD || L - pos < 4)
@@ -208,6 +205,8 @@ dns_parse_mx(const unsigned char *answer, int len, struct dns_host *out, size_t 
                 null_mx = 1; /* RFC 7505: "." */
             else if (rc == DNS_NAME_OK)
                 dns_insert(out, max, n, name, pref);
+            else
+                skipped++;
         }
         pos = end;
     }
@@ -215,7 +214,26 @@ dns_parse_mx(const unsigned char *answer, int len, struct dns_host *out, size_t 
      * hosts is a configuration mistake; the real hosts win. */
     if (*n == 0 && null_mx)
         return DNS_E_NULL_MX;
+    /* MX records exist but none names a host: not a case for the implicit
+     * MX (the domain did publish MX records), and not provably permanent. */
+    if (*n == 0 && skipped > 0)
+        return MX2_E_PROTOCOL;
     return 0;
+}
+
+int
+dns_parse_mx(const unsigned char *answer, int len, struct dns_host *out, size_t max, size_t *n)
+{
+    if (n != NULL)
+        *n = 0;
+    if (answer == NULL || out == NULL || n == NULL || max == 0 || len < 0)
+        return MX2_E_INVAL;
+    /* Hosts found before a later record turns out malformed are not
+     * reported: a half-parsed answer is no answer. */
+    int rc = dns_parse_answer(answer, len, out, max, n);
+    if (rc != 0)
+        *n = 0;
+    return rc;
 }
 
 /* The domain must be an ASCII host name (an IDN in its A-label form): the

@@ -23,7 +23,8 @@
  *   -EAGAIN                                SERVFAIL, REFUSED, timeout, no
  *                                          network / no resolver configured
  *   MX2_E_PROTOCOL                         malformed or truncated answer,
- *                                          unexpected rcode
+ *                                          unexpected rcode, or MX records
+ *                                          none of which names a host
  *   MX2_E_INVAL                            bad arguments (NULL, max == 0,
  *                                          empty or over-long domain)
  * dns_strerror() names these for log lines (mx2_strerror of MX2_E_RELAY_DENIED
