@@ -1,0 +1,99 @@
+"""mx2d's command line: -t, --version, -h, bad usage; and the README's demo."""
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import time
+
+from harness import Mx2d, ROOT, binpath, free_port
+
+
+def run(*args):
+    return subprocess.run([binpath("mx2d")] + list(args), capture_output=True, text=True,
+                          timeout=30)
+
+
+def test_version_and_help():
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.startswith("mx2d ")
+    r = run("-h")
+    assert r.returncode == 0 and "usage: mx2d" in r.stdout
+
+
+def test_usage_error_exits_2():
+    r = run("--no-such-option")
+    assert r.returncode == 2
+    r = run("-c")
+    assert r.returncode == 2
+    r = run("extra-argument")
+    assert r.returncode == 2 and "unexpected argument" in r.stderr
+
+
+def test_check_good_config(tmp_path):
+    d = Mx2d(tmp_path)
+    r = run("-t", "-c", d.conf)
+    assert r.returncode == 0, r.stderr
+    assert "configuration OK" in r.stdout
+
+
+def test_check_reports_every_problem_with_lines(tmp_path):
+    conf = tmp_path / "bad.conf"
+    conf.write_text('hostname = "mx2.test";\n'
+                    'no_such_key = 1;\n'
+                    'smtp_timeout = "5 weeks";\n'
+                    'max_recipients = -3;\n'
+                    'primary = [ "[127.0.0.1]:99999" ];\n')
+    r = run("-t", "-c", str(conf))
+    assert r.returncode == 2
+    err = r.stderr
+    assert "bad.conf:2" in err and "no_such_key" in err
+    assert "bad.conf:3" in err and "smtp_timeout" in err
+    assert "bad.conf:4" in err and "max_recipients" in err
+    assert "bad.conf:5" in err and "primary" in err
+
+
+def test_check_fails_when_map_does_not_open(tmp_path):
+    d = Mx2d(tmp_path, users=None)
+    r = run("-t", "-c", d.conf)
+    assert r.returncode == 2
+    assert "recipient_map" in r.stderr
+
+
+def test_missing_config_file(tmp_path):
+    r = run("-t", "-c", str(tmp_path / "nope.conf"))
+    assert r.returncode == 2 and "nope.conf" in r.stderr
+
+
+def test_demo_quick_start(tmp_path):
+    """The README's first command, with the build step skipped (MX2_BIN set)."""
+    port, pport = free_port(), free_port()
+    env = dict(os.environ, MX2_BIN=os.path.dirname(binpath("mx2d")),
+               MX2_DEMO_DIR=str(tmp_path / "demo"), MX2_DEMO_PORT=str(port),
+               MX2_DEMO_PRIMARY_PORT=str(pport))
+    p = subprocess.Popen(["bash", os.path.join(ROOT, "etc", "demo", "run")], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                with smtplib.SMTP("127.0.0.1", port, timeout=5) as c:
+                    assert c.sendmail("you@sender.test", ["alice@example.jp"],
+                                      "Subject: demo\r\n\r\nhi\r\n") == {}
+                break
+            except (ConnectionRefusedError, OSError):
+                time.sleep(0.2)
+        else:
+            raise AssertionError("demo relay did not come up")
+        with smtplib.SMTP("127.0.0.1", port, timeout=5) as c:
+            c.ehlo("c")
+            c.mail("you@sender.test")
+            assert c.rcpt("nobody@example.jp")[0] == 550
+        q = subprocess.run([binpath("mx2ctl"), "-c", str(tmp_path / "demo" / "mx2.conf"), "queue"],
+                           capture_output=True, text=True)
+        assert q.returncode == 0 and "you@sender.test" in q.stdout
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out = p.communicate(timeout=30)[0].decode()
+    assert "mx2d is starting" in out
+    assert p.returncode == 0, out
