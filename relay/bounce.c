@@ -43,8 +43,8 @@
 #include "err.h"
 #include "smtp_parse.h"
 
-#define BOUNCE_LINE_MAX 998 /* octets per line, CRLF excluded */
-#define BOUNCE_FOLD_SOFT 76 /* preferred width of folded fields and text */
+#define BOUNCE_LINE_MAX 998  /* octets per line, CRLF excluded */
+#define BOUNCE_FOLD_SOFT 76  /* preferred width of folded fields and text */
 #define BOUNCE_FOLD_HARD 900 /* a word longer than this is cut */
 
 /* ---- lines ---- */
@@ -198,8 +198,14 @@ bounce_date(int64_t t, char *out, size_t len)
                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
     time_t tt = (time_t)t;
     struct tm tm;
-    if (gmtime_r(&tt, &tm) == NULL || tm.tm_year + 1900 > 9999 || tm.tm_year + 1900 < 1970)
-        memset(&tm, 0, sizeof(tm)), tm.tm_year = 70, tm.tm_mday = 1, tm.tm_wday = 4;
+    if (gmtime_r(&tt, &tm) == NULL || tm.tm_year + 1900 > 9999 || tm.tm_year + 1900 < 1970) {
+        /* A nonsense time (a damaged envelope): print the epoch rather than
+         * a four-digit-year violation. */
+        memset(&tm, 0, sizeof(tm));
+        tm.tm_year = 70;
+        tm.tm_mday = 1;
+        tm.tm_wday = 4;
+    }
     snprintf(out, len, "%s, %02d %s %04d %02d:%02d:%02d +0000", days[tm.tm_wday], tm.tm_mday,
              mons[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
@@ -338,7 +344,7 @@ bounce_quote(struct buf *b, const unsigned char *orig, size_t len, bool headers_
         size_t to = end;
         if (to > from && orig[to - 1] == '\r')
             to--;
-        if (orig[from] == '.' && from < to)
+        if (from < to && orig[from] == '.')
             from++;
         if (in_headers && to == from) {
             if (headers_only)
@@ -432,8 +438,9 @@ bounce_text_part(const struct bounce_info *info, const struct bounce_rcpt *rcpts
     bounce_para(p, tmp, s.data);
     bounce_str(p, "");
     buf_reset(&s);
-    buf_appendf(&s, "For further assistance, please send mail to postmaster@%s and include "
-                    "this report.",
+    buf_appendf(&s,
+                "For further assistance, please send mail to postmaster@%s and include "
+                "this report.",
                 info->hostname);
     bounce_para(p, tmp, s.data);
     bounce_str(p, "");
@@ -559,8 +566,9 @@ bounce_compose(const struct bounce_info *info, const struct bounce_rcpt *rcpts, 
      * the same message, or a hostile original, could contain it). */
     char boundary[128];
     for (unsigned k = 0;; k++) {
-        snprintf(boundary, sizeof(boundary), "%s.%llx.%u/%s", bounce_empty(info->qid) ? "mx2" : info->qid,
-                 (unsigned long long)info->now, k, info->hostname);
+        snprintf(boundary, sizeof(boundary), "%s.%llx.%u/%s",
+                 bounce_empty(info->qid) ? "mx2" : info->qid, (unsigned long long)info->now, k,
+                 info->hostname);
         /* keep it short and of boundary characters only (RFC 2046 5.1.1) */
         boundary[69] = '\0';
         for (char *c = boundary; *c; c++)
@@ -589,8 +597,9 @@ bounce_compose(const struct bounce_info *info, const struct bounce_rcpt *rcpts, 
         if (gmtime_r(&tt, &tm) != NULL && tm.tm_year + 1900 <= 9999)
             strftime(stamp, sizeof(stamp), "%Y%m%d%H%M%S", &tm);
         buf_reset(&hdr);
+        static const char kind_letter[] = {'F', 'D', 'S'};
         buf_appendf(&hdr, "<%s.%s.%c@%s>", stamp, bounce_empty(info->qid) ? "mx2" : info->qid,
-                    "FDS"[info->kind], info->hostname);
+                    kind_letter[info->kind], info->hostname);
         bounce_field(&h, &tmp, "Message-ID", hdr.data, true);
     }
     bounce_field(&h, &tmp, "Auto-Submitted", "auto-replied", true);

@@ -57,8 +57,8 @@ dns_u16(const unsigned char *p)
 static int
 dns_host_char(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
 }
 
 /* Read the (possibly compressed) name at msg[off]. On DNS_NAME_OK or
@@ -152,8 +152,7 @@ dns_insert(struct dns_host *out, size_t max, size_t *n, const char *name, unsign
 }
 
 static int
-dns_parse_answer(const unsigned char *answer, int len, struct dns_host *out, size_t max,
-                 size_t *n)
+dns_parse_answer(const unsigned char *answer, int len, struct dns_host *out, size_t max, size_t *n)
 {
     size_t L = (size_t)len;
     if (L < DNS_HDR_LEN)

@@ -58,8 +58,7 @@ int dns_mx_lookup(const char *domain, struct dns_host *out, size_t max, size_t *
  * compression loops or forward pointers, not a response, other rcodes), or
  * MX2_E_INVAL (NULL arguments, max == 0, len < 0). Never reads outside
  * answer[0..len). */
-int dns_parse_mx(const unsigned char *answer, int len, struct dns_host *out, size_t max,
-                 size_t *n);
+int dns_parse_mx(const unsigned char *answer, int len, struct dns_host *out, size_t max, size_t *n);
 
 /* Text for the codes above in a DNS context ("domain accepts no mail
  * (null MX)", "no such domain", "temporary DNS failure", ...); otherwise

@@ -24,7 +24,7 @@
 #include "err.h"
 #include "spool.h"
 
-#define NOW ((int64_t)1700000000)    /* Tue, 14 Nov 2023 22:13:20 +0000 */
+#define NOW ((int64_t)1700000000)     /* Tue, 14 Nov 2023 22:13:20 +0000 */
 #define ARRIVAL ((int64_t)1699990000) /* Tue, 14 Nov 2023 19:26:40 +0000 */
 
 /* A stored original (wire form, dot-stuffed): a header line ".foo" is
@@ -384,7 +384,7 @@ test_delayed_and_envid(void **state)
 
     /* Success report. */
     info = info_make(BOUNCE_DELIVERED, ENVELOPE_RET_HDRS);
-    struct bounce_rcpt ok = {"bob@example.jp", NULL, "2.0.0", "250 2.0.0 Ok: queued as X",
+    struct bounce_rcpt ok = {"bob@example.jp",     NULL, "2.0.0", "250 2.0.0 Ok: queued as X",
                              "primary.example.jp", NOW};
     compose_ok(&info, &ok, 1, ORIG, sizeof(ORIG) - 1, &out, &plain, "delivered");
     assert_string_equal(field(plain.data, "Subject: ", NULL), "Successful Mail Delivery Report");
@@ -573,18 +573,28 @@ test_status_from_reply(void **state)
         int code;
         const char *ecode, *want;
     } rows[] = {
-        {550, "5.1.1", "5.1.1"},     {550, "5.1.1 user unknown", "5.1.1"},
-        {550, "4.1.1", "5.0.0"},     /* class mismatch */
-        {450, "4.2.0", "4.2.0"},     {450, "5.2.0", "4.0.0"},
-        {421, NULL, "4.0.0"},        {554, NULL, "5.0.0"},
-        {554, "", "5.0.0"},          {554, "5.7", "5.0.0"},
-        {554, "5.7.1.2", "5.0.0"},   {554, "5..1", "5.0.0"},
-        {554, "55.1.1", "5.0.0"},    {554, "5.1234.1", "5.0.0"},
+        {550, "5.1.1", "5.1.1"},
+        {550, "5.1.1 user unknown", "5.1.1"},
+        {550, "4.1.1", "5.0.0"}, /* class mismatch */
+        {450, "4.2.0", "4.2.0"},
+        {450, "5.2.0", "4.0.0"},
+        {421, NULL, "4.0.0"},
+        {554, NULL, "5.0.0"},
+        {554, "", "5.0.0"},
+        {554, "5.7", "5.0.0"},
+        {554, "5.7.1.2", "5.0.0"},
+        {554, "5..1", "5.0.0"},
+        {554, "55.1.1", "5.0.0"},
+        {554, "5.1234.1", "5.0.0"},
         {554, "5.123.456", "5.123.456"},
-        {554, "5.1.1x", "5.0.0"},    {554, "3.1.1", "5.0.0"},
-        {250, "2.0.0", "2.0.0"},     {250, NULL, "2.0.0"},
-        {354, NULL, "4.0.0"},        {0, NULL, "4.0.0"},
-        {-1, "5.1.1", "4.0.0"},      {999, "5.1.1", "4.0.0"},
+        {554, "5.1.1x", "5.0.0"},
+        {554, "3.1.1", "5.0.0"},
+        {250, "2.0.0", "2.0.0"},
+        {250, NULL, "2.0.0"},
+        {354, NULL, "4.0.0"},
+        {0, NULL, "4.0.0"},
+        {-1, "5.1.1", "4.0.0"},
+        {999, "5.1.1", "4.0.0"},
         {600, NULL, "4.0.0"},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {

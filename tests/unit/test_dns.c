@@ -254,7 +254,10 @@ test_nodata_and_null_mx(void **state)
     assert_string_equal(h[0].name, "ok.example.jp");
     header(&p, RESP, 1, 1);
     question(&p, "example.jp");
-    mx(&p, 10, "a\x01" "b", -1);
+    mx(&p, 10,
+       "a\x01"
+       "b",
+       -1);
     assert_int_equal(parse(&p, h, 4, &n), MX2_E_PROTOCOL);
     assert_int_equal(n, 0);
 }
@@ -272,8 +275,8 @@ test_rcodes(void **state)
         {0x8181, MX2_E_PROTOCOL},  /* FORMERR */
         {0x8184, MX2_E_PROTOCOL},  /* NOTIMP */
         {0x818f, MX2_E_PROTOCOL},
-        {0x0100, MX2_E_PROTOCOL},  /* QR = 0: a query */
-        {0x8580, 0},               /* AA set: fine */
+        {0x0100, MX2_E_PROTOCOL}, /* QR = 0: a query */
+        {0x8580, 0},              /* AA set: fine */
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         struct pkt p;
@@ -486,8 +489,15 @@ test_invalid_arguments(void **state)
 
     /* dns_mx_lookup refuses these before touching the resolver. */
     static const char *const bad[] = {
-        "", ".", "a..b", ".example.jp", "exa mple.jp", "[192.0.2.1]", "ex\xc3\xa4mple.jp",
-        "a@b.jp", "example.jp..",
+        "",
+        ".",
+        "a..b",
+        ".example.jp",
+        "exa mple.jp",
+        "[192.0.2.1]",
+        "ex\xc3\xa4mple.jp",
+        "a@b.jp",
+        "example.jp..",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         n = 9;

@@ -40,9 +40,8 @@ test_delay_doubles_and_caps(void **state)
         uint32_t failures;
         int64_t base;
     } rows[] = {
-        {0, 0},       {1, 300},     {2, 600},     {3, 1200},         {4, 2400},
-        {5, 4200},    {6, 4200},    {7, 4200},    {31, 4200},        {32, 4200},
-        {63, 4200},   {64, 4200},   {1000, 4200}, {UINT32_MAX, 4200},
+        {0, 0},    {1, 300},   {2, 600},   {3, 1200},  {4, 2400},  {5, 4200},    {6, 4200},
+        {7, 4200}, {31, 4200}, {32, 4200}, {63, 4200}, {64, 4200}, {1000, 4200}, {UINT32_MAX, 4200},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         int64_t lo = INT64_MAX, hi = INT64_MIN;
@@ -93,19 +92,19 @@ test_delay_edge_configs(void **state)
         uint32_t failures;
         int64_t lo, hi;
     } rows[] = {
-        {0, 0, 5, 0, 0},                  /* zero retry: immediate */
-        {0, 3600, 1000, 0, 0},            /* 0 doubles to 0 */
-        {5, 5, 1, 5, 5},                  /* span 0: no jitter */
+        {0, 0, 5, 0, 0},       /* zero retry: immediate */
+        {0, 3600, 1000, 0, 0}, /* 0 doubles to 0 */
+        {5, 5, 1, 5, 5},       /* span 0: no jitter */
         {10, 10, 3, 10, 11},
-        {600, 300, 1, 300, 330},          /* min > max: the cap wins */
-        {-5, -1, 3, 0, 0},                /* negative: clamped */
+        {600, 300, 1, 300, 330}, /* min > max: the cap wins */
+        {-5, -1, 3, 0, 0},       /* negative: clamped */
         {1, CONFIG_DURATION_MAX, 1000, CONFIG_DURATION_MAX,
          CONFIG_DURATION_MAX + CONFIG_DURATION_MAX / 10},
         {CONFIG_DURATION_MAX, CONFIG_DURATION_MAX, UINT32_MAX, CONFIG_DURATION_MAX,
          CONFIG_DURATION_MAX + CONFIG_DURATION_MAX / 10},
         {3, 1000, 2, 6, 6},
         {3, 1000, 9, 768, 844},
-        {3, 1000, 10, 1000, 1100},        /* 1536 > cap */
+        {3, 1000, 10, 1000, 1100}, /* 1536 > cap */
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         struct mx2_config c = cfg_make(rows[i].rmin, rows[i].rmax);
@@ -139,7 +138,7 @@ test_expiry_edges(void **state)
         int64_t age;
         int expired;
     } rows[] = {
-        {0, 0}, {1, 0}, {5 * 86400 - 1, 0}, {5 * 86400, 1}, {5 * 86400 + 1, 1},
+        {0, 0},         {1, 0}, {5 * 86400 - 1, 0}, {5 * 86400, 1}, {5 * 86400 + 1, 1},
         {-100, 0}, /* clock stepped back: not expired */
         {INT32_MAX, 1},
     };
@@ -163,16 +162,16 @@ test_delay_warning(void **state)
         int64_t warn, age;
         int warned, due;
     } rows[] = {
-        {0, 0, 0, 0},              /* off */
-        {0, 10 * 86400, 0, 0},     /* off, however long */
+        {0, 0, 0, 0},          /* off */
+        {0, 10 * 86400, 0, 0}, /* off, however long */
         {4 * 3600, 4 * 3600 - 1, 0, 0},
         {4 * 3600, 4 * 3600, 0, 1},
         {4 * 3600, 4 * 3600 + 5, 0, 1},
         {4 * 3600, 4 * 3600 + 5, 1, 0}, /* once only */
         {4 * 3600, 5 * 86400 - 1, 0, 1},
-        {4 * 3600, 5 * 86400, 0, 0},    /* expired: the bounce says it */
+        {4 * 3600, 5 * 86400, 0, 0},       /* expired: the bounce says it */
         {6 * 86400, 5 * 86400 + 10, 0, 0}, /* warning after lifetime: never */
-        {-1, 86400, 0, 0},              /* negative: off */
+        {-1, 86400, 0, 0},                 /* negative: off */
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         c.delay_warning = rows[i].warn;
