@@ -769,9 +769,16 @@ def make_ca(directory, name="mx2 test CA"):
     return cert, key
 
 
-def make_cert(directory, ca, cn="127.0.0.1", san="IP:127.0.0.1,DNS:localhost", name=None):
+def make_cert(directory, ca, cn="127.0.0.1", san="IP:127.0.0.1,DNS:127.0.0.1,DNS:localhost",
+              name=None):
     """A server certificate signed by `ca` (a (cert, key) pair from make_ca).
-    Returns (cert_path, key_path)."""
+    Returns (cert_path, key_path).
+
+    The default names 127.0.0.1 twice on purpose: as an iPAddress SAN (what
+    OpenSSL clients such as Python's ssl check for an IP literal) and as a
+    dNSName SAN, because mbedTLS 2.28 (mx2's TLS library) matches a host name
+    against dNSName entries only and ignores iPAddress SANs (Mbed-TLS/mbedtls
+    issue 5082; IP SAN matching arrived in 3.x)."""
     directory = str(directory)
     base = os.path.join(directory, name or re.sub(r"[^A-Za-z0-9]+", "_", cn) + "_server")
     cert, key, csr, ext = base + ".crt", base + ".key", base + ".csr", base + ".ext"
