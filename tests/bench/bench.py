@@ -194,7 +194,10 @@ class Mx2Relay(Relay):
         self.d = self.Daemon(self.dir, users=USERS,
                              max_connections=conns, max_connections_per_ip=conns,
                              smtp_timeout="5m")
-        self.d.start()
+        try:
+            self.d.start()
+        except RuntimeError as e:          # harness: "mx2d exited / did not come up"
+            raise BenchError(str(e)) from None
         self.port = self.d.port
         self.pid = self.d.proc.pid
         return self
@@ -840,7 +843,7 @@ def preflight(workroot, keys, results):
     wrote (postconf -c) and its defer path must fsync as usual."""
     checks = {}
     for name in ("mx2", "postfix"):
-        wd = tempfile.mkdtemp(prefix="check-%s." % name, dir=workroot)
+        wd = tempfile.mkdtemp(prefix="c%s." % name[0], dir=workroot)
         relay = make_relay(name, wd, {"map_keys": keys})
         try:
             relay.start()
@@ -954,7 +957,8 @@ def render_table(scenarios, results):
 
 def machine_info(tmp):
     info = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "nproc": os.cpu_count(), "kernel": platform.release()}
+            "nproc": os.cpu_count(), "kernel": platform.release(),
+            "loadavg_start": os.getloadavg()[0]}
     try:
         with open("/proc/cpuinfo") as f:
             m = re.search(r"^model name\s*:\s*(.*)$", f.read(), re.M)
@@ -1060,14 +1064,15 @@ def main():
                 entry = {"run": i + 1}
                 res["runs"].append(entry)
                 for name in sc.relays:
-                    wd = tempfile.mkdtemp(prefix="%s.%s.%d." % (sc.name, name, i), dir=workroot)
+                    # Short paths: mx2d's control socket must fit sun_path (108).
+                    wd = tempfile.mkdtemp(prefix="%s%d." % (name[0], i), dir=workroot)
                     opts = dict(sc.relay_opts(name), map_keys=keys)
                     relay = make_relay(name, wd, opts)
                     try:
                         relay.start()
                         m = sc.run_once(relay, results)
-                    except BenchError as e:
-                        m = {"error": str(e)}
+                    except (BenchError, OSError, subprocess.SubprocessError) as e:
+                        m = {"error": "%s: %s" % (type(e).__name__, e)}
                     finally:
                         stop_relay(relay)
                         shutil.rmtree(wd, ignore_errors=True)
@@ -1087,14 +1092,17 @@ def main():
         for relay in list(LIVE):
             stop_relay(relay)
         shutil.rmtree(workroot, ignore_errors=True)
+        results["meta"]["loadavg_end"] = os.getloadavg()[0]
         if a.json:
             os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
             with open(a.json, "w") as f:
                 json.dump(results, f, indent=1, sort_keys=True)
 
     m = results["meta"]
-    print("mx2 bench %s: %d run(s) per scenario, interleaved; %s cpus (%s), disk %s; git %s"
-          % (m["date"], runs, m["nproc"], m.get("cpu", "?"), m.get("disk", "?"), m["git"]))
+    print("mx2 bench %s: %d run(s) per scenario, interleaved; %s cpus (%s), disk %s; "
+          "loadavg %.2f -> %.2f; git %s"
+          % (m["date"], runs, m["nproc"], m.get("cpu", "?"), m.get("disk", "?"),
+             m["loadavg_start"], m["loadavg_end"], m["git"]))
     print(render_table(scenarios, results))
     if a.json:
         print("raw results: %s" % a.json)
