@@ -64,7 +64,8 @@ class Mx2d:
             "recipient_map": self.map,
             "primary": ["[127.0.0.1]:%d" % free_port()],
             "spool_dir": self.spool,
-            "control_socket": os.path.join(self.dir, "control.sock"),
+            # sun_path holds 108 bytes: pytest's temporary paths are too long.
+            "control_socket": "/tmp/mx2-test-%d-%d.sock" % (os.getpid(), self.port),
             "http_listen": "",
             "smtp_timeout": "30s",
         }
