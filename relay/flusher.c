@@ -91,6 +91,7 @@ struct flusher {
     unsigned nconn[2];
     unsigned nprobe;
     struct sched_primary primary;
+    struct smtpc_result down_why;  /* why the primary is down (for deferrals) */
     struct smtpc_target ptargets[FL_MAX_TARGETS];
     size_t nptargets;
     int64_t ptargets_at;           /* when resolved; 0 = never */
@@ -508,6 +509,10 @@ fl_resolve_done(uv_work_t *w, int status)
         fl->presolving = 0;
         if (r->n == 0) {
             log_warn("primary: cannot resolve any address: %s", dns_strerror(r->err));
+            memset(&fl->down_why, 0, sizeof(fl->down_why));
+            snprintf(fl->down_why.ecode, sizeof(fl->down_why.ecode), "4.4.3");
+            snprintf(fl->down_why.text, sizeof(fl->down_why.text),
+                     "primary: cannot resolve any address: %s", dns_strerror(r->err));
             if (sched_primary_failed(&fl->primary, fl->cfg, fl_now()))
                 log_warn("primary is DOWN: no address; probing every %llds",
                          (long long)fl->cfg->probe_interval);
@@ -1284,6 +1289,11 @@ fl_on_fail(struct smtpc *c, struct smtpc_msg *msg, const struct smtpc_result *wh
     if (fl->stopping)
         return;
     log_info("%s", why->text);
+    if (fc->route == FL_PRIMARY) {
+        fl->down_why = *why;
+        if (fl->down_why.code / 100 != 4)
+            fl->down_why.code = 0;
+    }
     if (!fc->reached && fc->ti + 1 < fc->ntargets) {
         fc->ti++; /* on_close connects to the next address */
         return;
@@ -1345,6 +1355,23 @@ fl_kick(struct flusher *fl)
         if (!m->active && !m->hold && m->route == FL_PRIMARY && !fl->primary.up)
             fl_expire(fl, m);
         m = next;
+    }
+    /* While the primary is down, a message that comes due is deferred
+     * with the primary's failure, without touching the network (Postfix:
+     * "delivery temporarily suspended"): its recipients show why in
+     * `mx2ctl queue`, and it follows its own backoff until a probe
+     * succeeds and makes everything due at once. */
+    if (!fl->primary.up && fl->down_why.text[0] != '\0') {
+        for (int budget = 256; budget > 0 && (m = fl_next_due(fl, FL_PRIMARY, now)) != NULL;
+             budget--) {
+            struct fl_attempt *a = fl_attempt_new(fl, m);
+            if (a == NULL) {
+                fl_schedule(fl, m, now + fl->cfg->retry_max);
+                continue;
+            }
+            snprintf(a->relay, sizeof(a->relay), "none");
+            fl_attempt_finish(a, &fl->down_why);
+        }
     }
     /* Primary route. */
     if (fl->cfg->primary_count > 0) {
