@@ -21,16 +21,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <uv.h>
 
 #include "config.h"
+#include "control.h"
 #include "err.h"
 #include "flusher.h"
 #include "fsio.h"
+#include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "rcptmap.h"
 #include "smtp_server.h"
 #include "smtp_session.h"
@@ -50,6 +55,8 @@ struct mx2d {
     struct flusher *flusher;
     struct tls_ctx *tls;
     struct smtpd_server smtpd;
+    struct control *ctl;      /* control socket (mx2ctl) */
+    struct http_server *http; /* /healthz, /metrics; NULL when disabled */
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t map_timer, stop_timer;
     uint64_t stop_started;
@@ -142,6 +149,10 @@ mx2d_on_signal(uv_signal_t *h, int signum)
         return;
     d->stopping = 1;
     log_info("%s: stopping (sessions in DATA may finish)", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    control_stop(d->ctl);
+    d->ctl = NULL;
+    http_stop(d->http);
+    d->http = NULL;
     smtpd_server_stop(&d->smtpd);
     d->stop_started = uv_now(d->loop);
     uv_timer_start(&d->stop_timer, mx2d_on_stop_timer, 0, 50);
@@ -197,6 +208,37 @@ mx2d_drop_privileges(const struct mx2_config *cfg)
     }
     log_info("running as user %s (uid %ld)", cfg->user, (long)pw->pw_uid);
     return 0;
+}
+
+/* Many SMTP sessions each hold a socket (and a temp file while in DATA):
+ * take the hard limit the administrator allows, as Postfix's master does. */
+static void
+mx2d_raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            log_warn("cannot raise the open files limit: %s", mx2_strerror(-errno));
+    }
+}
+
+/* The control socket's owner: the user mx2d will run as (when root is
+ * about to switch to it), else nobody to chown to. */
+static void
+mx2d_socket_owner(const struct mx2_config *cfg, uid_t *uid, gid_t *gid)
+{
+    struct passwd *pw;
+
+    *uid = (uid_t)-1;
+    *gid = (gid_t)-1;
+    if (cfg->user == NULL || cfg->user[0] == '\0' || geteuid() != 0)
+        return;
+    if ((pw = getpwnam(cfg->user)) != NULL) {
+        *uid = pw->pw_uid;
+        *gid = pw->pw_gid;
+    }
 }
 
 static int
@@ -288,6 +330,7 @@ main(int argc, char **argv)
 
     log_open("mx2d", d.cfg.log == MX2_LOG_SYSLOG ? LOG_TARGET_SYSLOG : LOG_TARGET_STDERR);
     signal(SIGPIPE, SIG_IGN);
+    mx2d_raise_nofile();
     d.loop = uv_default_loop();
 
     if (d.cfg.tls_cert[0] != '\0') {
@@ -297,6 +340,19 @@ main(int argc, char **argv)
     }
     if (smtpd_server_start(&d.smtpd, d.loop, &d.cfg, NULL, NULL, NULL, d.tls) != 0)
         log_fatal("cannot listen; exiting");
+    /* The control socket and the HTTP port are bound here, before the
+     * privilege drop, like port 25: /run/mx2 usually belongs to root, and
+     * control_start chowns the socket to `user` (control.h). Nothing is
+     * accepted before the loop runs, when their sources are set. */
+    {
+        uid_t uid;
+        gid_t gid;
+        mx2d_socket_owner(&d.cfg, &uid, &gid);
+        if (control_start(d.loop, d.cfg.control_socket, uid, gid, &d.ctl) != 0)
+            log_fatal("cannot create the control socket; exiting");
+    }
+    if (d.cfg.http_enabled && http_start(d.loop, &d.cfg, &d.http) != 0)
+        log_fatal("cannot listen on http_listen; exiting");
     if (mx2d_drop_privileges(&d.cfg) != 0)
         exit(1);
 
@@ -324,6 +380,16 @@ main(int argc, char **argv)
         log_fatal("flusher: %s", mx2_strerror(rc));
     d.smtpd.flusher = d.flusher;
     flusher_on_primary_state(d.flusher, mx2d_on_primary_state, &d);
+    {
+        struct metrics_src src = {.smtpd = &d.smtpd,
+                                  .flusher = d.flusher,
+                                  .writer = d.writer,
+                                  .started = (int64_t)time(NULL)};
+        struct http_health health = {
+            .writer = d.writer, .spool_trouble = &d.smtpd.spool_trouble, .stopping = &d.stopping};
+        control_set_source(d.ctl, d.flusher, &src);
+        http_set_source(d.http, &src, &health);
+    }
 
     uv_signal_init(d.loop, &d.sig_term);
     uv_signal_init(d.loop, &d.sig_int);

@@ -27,6 +27,7 @@
 
 #include "addr.h"
 #include "config.h"
+#include "ctlproto.h"
 #include "err.h"
 #include "flusher.h"
 #include "log.h"
@@ -463,13 +464,82 @@ smtpd_cmd_starttls(struct smtpd_session *s, struct smtp_cmd *cmd)
     smtpd_enter_state(s, SMTPD_S_TLS);
 }
 
+/* ETRN (RFC 1985): a client in etrn_clients (the primary, back up) asks us
+ * to deliver what we hold for one of our relay domains now. Replies, where
+ * RFC 1985 leaves a choice, as Postfix: 502 when ETRN is not offered at all
+ * (etrn_clients empty), 503 before HELO or inside a mail transaction, 501
+ * without a valid domain; 459 (temporary: the primary may be reconfigured)
+ * for a client not in etrn_clients and for a domain we do not relay; 458
+ * for "#queue" names, which mx2 does not have. Otherwise 250 when messages
+ * were made due, 251 when none was waiting (RFC 1985 section 5). */
 static void
 smtpd_cmd_etrn(struct smtpd_session *s, struct smtp_cmd *cmd)
 {
-    /* ETRN needs the flusher (operations issue); until then it is refused
-     * as RFC 1985 allows for a server that cannot honour it. */
-    smtpd_reply(s, 458, "4.3.0 Unable to queue messages for node %.*s", (int)cmd->arg_len,
-                cmd->arg);
+    const struct mx2_config *cfg = smtpd_cfg(s);
+    const char *arg = cmd->arg;
+    size_t len = cmd->arg_len, n;
+    char dom[256];
+
+    if (cfg->etrn_clients_count == 0) {
+        smtpd_reply_err(s, MX2_E_NOT_IMPLEMENTED, NULL);
+        return;
+    }
+    if (s->state == SMTPD_S_INIT) {
+        smtpd_reply(s, 503, "5.5.1 Error: send HELO/EHLO first");
+        return;
+    }
+    if (s->state == SMTPD_S_MAIL || s->state == SMTPD_S_RCPT) {
+        smtpd_reply(s, 503, "5.5.1 Error: MAIL transaction in progress");
+        return;
+    }
+    if (len == 0) {
+        smtpd_reply(s, 501, "5.5.4 Syntax: ETRN domain");
+        return;
+    }
+    if (!ctlproto_ip_listed(s->conn.peer_ip, cfg->etrn_clients, cfg->etrn_clients_count)) {
+        log_info("ETRN %.*s from unknown[%s]: client not in etrn_clients",
+                 (int)(len > 255 ? 255 : len), arg, s->conn.peer_ip);
+        smtpd_reply(s, 459, "4.7.1 <%.*s>: client not authorized", (int)(len > 255 ? 255 : len),
+                    arg);
+        return;
+    }
+    if (arg[0] == '#') {
+        smtpd_reply(s, 458, "4.3.0 Unable to queue messages for node %.*s",
+                    (int)(len > 255 ? 255 : len), arg);
+        return;
+    }
+    if (arg[0] == '@') {
+        arg++;
+        len--;
+    }
+    if (len > 0 && arg[len - 1] == '.')
+        len--;
+    if (len == 0 || len >= sizeof(dom)) {
+        smtpd_reply(s, 501, "5.5.4 Syntax: ETRN domain");
+        return;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char c = arg[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '.')) {
+            smtpd_reply(s, 501, "5.5.4 Syntax: ETRN domain");
+            return;
+        }
+    }
+    memcpy(dom, arg, len);
+    dom[len] = '\0';
+    if (!addr_domain_listed(dom, len, cfg->relay_domains, cfg->relay_domains_count) ||
+        s->srv->flusher == NULL) {
+        smtpd_reply(s, 459, "4.7.1 <%s>: Node not allowed: not a relay domain", dom);
+        return;
+    }
+    n = flusher_flush_domain(s->srv->flusher, dom);
+    log_info("ETRN %s from unknown[%s]: %zu message%s queued for delivery", dom, s->conn.peer_ip, n,
+             n == 1 ? "" : "s");
+    if (n > 0)
+        smtpd_reply(s, 250, "2.0.0 Queuing for node %s started", dom);
+    else
+        smtpd_reply(s, 251, "2.0.0 OK, no messages waiting for node %s", dom);
 }
 
 static void

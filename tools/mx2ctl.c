@@ -3,12 +3,31 @@
  *
  *   mx2ctl [-c FILE] queue [--json]      (also: mx2ctl mailq, or run as mailq)
  *   mx2ctl [-c FILE] show ID
+ *   mx2ctl [-c FILE] export (--mbox FILE | --maildir DIR) [ID...]
+ *   mx2ctl [-c FILE] flush [--wait]
+ *   mx2ctl [-c FILE] delete ID... | delete --all
+ *   mx2ctl [-c FILE] hold ID...
+ *   mx2ctl [-c FILE] release ID...
+ *   mx2ctl [-c FILE] stats [--json]
  *   mx2ctl -h | --help | --version
  *
- * `queue` and `show` read the spool directly (SPOOL_RDONLY: LMDB readers
- * never block mx2d's writer, so they work whether mx2d runs or not). The
- * commands that need the running daemon (flush, delete, hold, release,
- * stats) and export are not implemented yet: they say so and exit 1.
+ * `queue`, `show` and `export` read the spool directly (SPOOL_RDONLY: LMDB
+ * readers never block mx2d's writer, so they work whether mx2d runs or
+ * not). flush, delete, hold, release and stats talk to the running daemon
+ * over `control_socket` (relay/common/ctlproto.h): the daemon owns the
+ * queue's in-memory index and its writer, so a change made behind its back
+ * would be lost or fought over. When it is not running they exit 1 with
+ * "mx2ctl: mx2d is not running (cannot connect to SOCKET)"; a socket we may
+ * not open gives "mx2ctl: SOCKET: permission denied" and exit 1.
+ *
+ * Per-ID commands go on after an ID that fails: each success is printed
+ * on stdout ("ID: deleted"), each failure on stderr ("mx2ctl: ID: no such
+ * message"), and any failure makes the exit status 1. `delete --all`
+ * prints every ID it deleted and "deleted N messages".
+ *
+ * stats without a daemon: exit 1 (as the other daemon commands), because
+ * half of the figures (counters since start, primary state, connections)
+ * exist only in the daemon; `queue` gives the spool's view.
  *
  * Output follows Postfix so habits carry over:
  * - `queue` is shaped like mailq: "ID[*!]  SIZE  ARRIVAL  SENDER  (state)",
@@ -33,8 +52,10 @@
  * configuration file that does not parse.
  */
 #include "config.h"
+#include "ctlproto.h"
 #include "envelope.h"
 #include "err.h"
+#include "export.h"
 #include "spool.h"
 
 #include <ctype.h>
@@ -44,7 +65,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifndef MX2_VERSION
 #define MX2_VERSION "unknown"
@@ -63,12 +88,17 @@ static const char mx2ctl_usage_text[] =
     "  queue [--json]   list the queue like mailq (alias: mailq); --json prints\n"
     "                   one JSON object per message and line\n"
     "  show ID          print a message's envelope and contents (like postcat -q)\n"
-    "  flush [--wait]   retry deferred mail now            (not available yet)\n"
-    "  delete ID...|--all, hold ID..., release ID...       (not available yet)\n"
-    "  export (--mbox FILE | --maildir DIR) [ID...]        (not available yet)\n"
-    "  stats [--json]                                      (not available yet)\n"
+    "  flush [--wait]   retry deferred mail now; --wait blocks until that round\n"
+    "                   ends and prints delivered/deferred/bounced counts\n"
+    "  delete ID...|--all   remove messages (no bounce)\n"
+    "  hold ID...       park messages out of delivery\n"
+    "  release ID...    put held messages back, due now\n"
+    "  export (--mbox FILE | --maildir DIR) [ID...]\n"
+    "                   copy queued mail (all, or the IDs given) out\n"
+    "  stats [--json]   counters and queue figures from the daemon\n"
     "\n"
-    "queue and show read the spool directly and work while mx2d is stopped.\n";
+    "queue, show and export read the spool directly and work while mx2d is\n"
+    "stopped; the other commands need the running daemon.\n";
 
 static void
 mx2ctl_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -88,27 +118,36 @@ mx2ctl_usage_error(const char *fmt, ...)
 
 /* ---- configuration and spool ---- */
 
-/* Load the config and open the spool read-only; exits on failure. */
-static struct spool *
-mx2ctl_open_spool(const char *conf)
+/* Load the config into *cfg; exits on failure. */
+static void
+mx2ctl_load_config(const char *conf, struct mx2_config *cfg)
 {
-    struct mx2_config cfg;
     struct config_errors errs = {0};
-    struct spool *sp;
     int rc;
 
-    config_defaults(&cfg);
-    rc = config_load(conf, &cfg, &errs);
+    config_defaults(cfg);
+    rc = config_load(conf, cfg, &errs);
     if (rc != 0) {
         for (size_t i = 0; i < errs.count; i++)
             fprintf(stderr, "mx2ctl: %s\n", errs.lines[i]);
         if (errs.count == 0)
             fprintf(stderr, "mx2ctl: %s: %s\n", conf, mx2_strerror(rc));
         config_errors_free(&errs);
-        config_free(&cfg);
+        config_free(cfg);
         exit(rc == MX2_E_CONFIG ? MX2CTL_EXIT_USAGE : MX2CTL_EXIT_FAIL);
     }
     config_errors_free(&errs);
+}
+
+/* Load the config and open the spool read-only; exits on failure. */
+static struct spool *
+mx2ctl_open_spool(const char *conf)
+{
+    struct mx2_config cfg;
+    struct spool *sp;
+    int rc;
+
+    mx2ctl_load_config(conf, &cfg);
     rc = spool_open(cfg.spool_dir, SPOOL_RDONLY, &sp);
     if (rc != 0) {
         if (rc == -ENOENT)
@@ -495,24 +534,470 @@ mx2ctl_cmd_show(const char *conf, int argc, char **argv)
     return 0;
 }
 
-/* ---- commands not available yet ---- */
+/* ---- talking to the daemon ---- */
+
+struct mx2ctl_client {
+    int fd;
+    char sock[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    char in[2 * CTLPROTO_LINE_MAX];
+    size_t inlen;
+};
+
+/* Connect to the control socket named by the config; exits 1 with the
+ * SPEC's message when mx2d is not running or the socket is not ours to
+ * open. timeout_sec 0: wait as long as the daemon needs (flush --wait). */
+static void
+mx2ctl_connect(const char *conf, struct mx2ctl_client *cl, int timeout_sec)
+{
+    struct mx2_config cfg;
+    struct sockaddr_un sun;
+    int err;
+
+    mx2ctl_load_config(conf, &cfg);
+    memset(cl, 0, sizeof(*cl));
+    if (strlen(cfg.control_socket) >= sizeof(sun.sun_path)) {
+        fprintf(stderr, "mx2ctl: control_socket %s: path too long\n", cfg.control_socket);
+        config_free(&cfg);
+        exit(MX2CTL_EXIT_FAIL);
+    }
+    snprintf(cl->sock, sizeof(cl->sock), "%s", cfg.control_socket);
+    config_free(&cfg);
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    memcpy(sun.sun_path, cl->sock, strlen(cl->sock));
+    if ((cl->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
+        fprintf(stderr, "mx2ctl: socket: %s\n", strerror(errno));
+        exit(MX2CTL_EXIT_FAIL);
+    }
+    if (connect(cl->fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
+        err = errno;
+        close(cl->fd);
+        if (err == EACCES || err == EPERM)
+            fprintf(stderr, "mx2ctl: %s: permission denied\n", cl->sock);
+        else if (err == ENOENT || err == ECONNREFUSED || err == ENOTDIR)
+            fprintf(stderr, "mx2ctl: mx2d is not running (cannot connect to %s)\n", cl->sock);
+        else
+            fprintf(stderr, "mx2ctl: mx2d is not running (cannot connect to %s: %s)\n", cl->sock,
+                    strerror(err));
+        exit(MX2CTL_EXIT_FAIL);
+    }
+    if (timeout_sec > 0) {
+        struct timeval tv = {.tv_sec = timeout_sec, .tv_usec = 0};
+        setsockopt(cl->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        setsockopt(cl->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    }
+}
+
+static void
+mx2ctl_lost(struct mx2ctl_client *cl, const char *what)
+{
+    fprintf(stderr, "mx2ctl: %s: %s\n", cl->sock, what);
+    exit(MX2CTL_EXIT_FAIL);
+}
+
+static void
+mx2ctl_send(struct mx2ctl_client *cl, const char *line, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(cl->fd, line, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            mx2ctl_lost(cl, "connection to mx2d lost while sending");
+        line += n;
+        len -= (size_t)n;
+    }
+}
+
+/* Read one response line into *r (its text borrowed from cl->in until the
+ * next call); exits on a lost connection or a line we cannot parse. */
+static void
+mx2ctl_recv(struct mx2ctl_client *cl, struct ctlproto_resp *r, size_t *consumed)
+{
+    size_t linelen;
+
+    if (*consumed > 0) {
+        memmove(cl->in, cl->in + *consumed, cl->inlen - *consumed);
+        cl->inlen -= *consumed;
+        *consumed = 0;
+    }
+    for (;;) {
+        int rc = ctlproto_next_line(cl->in, cl->inlen, &linelen, consumed);
+        ssize_t n;
+        if (rc == 1)
+            break;
+        if (rc < 0)
+            mx2ctl_lost(cl, "mx2d sent an overlong line");
+        n = recv(cl->fd, cl->in + cl->inlen, sizeof(cl->in) - cl->inlen, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            mx2ctl_lost(cl, "mx2d did not answer in time");
+        if (n <= 0)
+            mx2ctl_lost(cl, "mx2d closed the connection");
+        cl->inlen += (size_t)n;
+    }
+    if (ctlproto_parse_response(cl->in, linelen, r) != 0)
+        mx2ctl_lost(cl, "mx2d sent a malformed answer");
+}
+
+/* An ERR that is about the request as a whole: print and say so. */
+static int
+mx2ctl_request_err(const struct ctlproto_resp *r)
+{
+    if (r->code == CTLPROTO_ERR_SHUTDOWN)
+        fprintf(stderr, "mx2ctl: mx2d is shutting down\n");
+    else
+        fprintf(stderr, "mx2ctl: mx2d refused the request: %d %.*s\n", r->code, (int)r->text_len,
+                r->text);
+    return MX2CTL_EXIT_FAIL;
+}
+
+/* ---- flush ---- */
 
 static int
-mx2ctl_cmd_unavailable(const char *conf, int argc, char **argv)
+mx2ctl_cmd_flush(const char *conf, int argc, char **argv)
 {
-    fprintf(stderr, "mx2ctl: %s: not available yet\n", argv[0]);
-    return MX2CTL_EXIT_FAIL;
+    struct mx2ctl_client cl;
+    struct ctlproto_resp r;
+    char line[64];
+    size_t consumed = 0;
+    uint64_t counts[3] = {0, 0, 0};
+    int wait = 0, rc = 0, n;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--wait") == 0)
+            wait = 1;
+        else
+            mx2ctl_usage_error("flush: unexpected argument '%s'", argv[i]);
+    }
+    mx2ctl_connect(conf, &cl, wait ? 0 : 30);
+    n = ctlproto_format_request(CTLPROTO_FLUSH, wait ? CTLPROTO_F_WAIT : 0, NULL, 0, line,
+                                sizeof(line));
+    mx2ctl_send(&cl, line, (size_t)n);
+    for (;;) {
+        mx2ctl_recv(&cl, &r, &consumed);
+        if (r.kind == CTLPROTO_R_END)
+            break;
+        if (r.kind == CTLPROTO_R_ERR) {
+            rc = mx2ctl_request_err(&r);
+        } else if (r.kind == CTLPROTO_R_STAT) {
+            static const char *const names[] = {"delivered", "deferred", "bounced"};
+            for (size_t i = 0; i < 3; i++)
+                if (r.text_len == strlen(names[i]) && memcmp(r.text, names[i], r.text_len) == 0)
+                    counts[i] = r.value;
+        }
+    }
+    close(cl.fd);
+    if (rc == 0) {
+        if (wait)
+            printf("delivered %llu, deferred %llu, bounced %llu\n", (unsigned long long)counts[0],
+                   (unsigned long long)counts[1], (unsigned long long)counts[2]);
+        else
+            printf("flush started\n");
+    }
+    return rc;
+}
+
+/* ---- delete, hold, release ---- */
+
+#define MX2CTL_IDS_PER_REQUEST 100
+
+static int
+mx2ctl_cmd_ids(const char *conf, int argc, char **argv)
+{
+    enum ctlproto_cmd cmd = strcmp(argv[0], "delete") == 0 ? CTLPROTO_DELETE
+                            : strcmp(argv[0], "hold") == 0 ? CTLPROTO_HOLD
+                                                           : CTLPROTO_RELEASE;
+    const char *done = cmd == CTLPROTO_DELETE ? "deleted"
+                       : cmd == CTLPROTO_HOLD ? "held"
+                                              : "released";
+    struct mx2ctl_client cl;
+    struct ctlproto_resp r;
+    char line[CTLPROTO_LINE_MAX];
+    const char **ids;
+    size_t nids = 0, consumed = 0;
+    uint64_t ok = 0;
+    int all = 0, rc = 0;
+
+    ids = calloc((size_t)argc + 1, sizeof(*ids));
+    if (ids == NULL) {
+        fprintf(stderr, "mx2ctl: out of memory\n");
+        return MX2CTL_EXIT_FAIL;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (cmd == CTLPROTO_DELETE && strcmp(argv[i], "--all") == 0)
+            all = 1;
+        else if (argv[i][0] == '-')
+            mx2ctl_usage_error("%s: unknown option '%s'", argv[0], argv[i]);
+        else
+            ids[nids++] = argv[i];
+    }
+    if (all && nids > 0)
+        mx2ctl_usage_error("delete: give IDs or --all, not both");
+    if (!all && nids == 0)
+        mx2ctl_usage_error("%s: expected one or more queue IDs%s", argv[0],
+                           cmd == CTLPROTO_DELETE ? " or --all" : "");
+    /* IDs are upper case; accept a pasted lower-case one. A malformed ID
+     * cannot be in the queue: report it like any unknown ID and go on. */
+    for (size_t i = 0; i < nids; i++) {
+        if (strlen(ids[i]) == QID_LEN) {
+            char *up = strdup(ids[i]);
+            if (up == NULL) {
+                fprintf(stderr, "mx2ctl: out of memory\n");
+                return MX2CTL_EXIT_FAIL;
+            }
+            for (char *p = up; *p; p++)
+                *p = (char)toupper((unsigned char)*p);
+            ids[i] = up;
+        }
+    }
+    mx2ctl_connect(conf, &cl, 60);
+    for (size_t start = 0; all ? start == 0 : start < nids;) {
+        const char *batch[MX2CTL_IDS_PER_REQUEST];
+        size_t nb = 0;
+        int n;
+        if (!all) {
+            while (start < nids && nb < MX2CTL_IDS_PER_REQUEST) {
+                const char *id = ids[start++];
+                if (!qid_valid(id)) {
+                    fprintf(stderr, "mx2ctl: %s: no such message\n", id);
+                    rc = MX2CTL_EXIT_FAIL;
+                    continue;
+                }
+                batch[nb++] = id;
+            }
+            if (nb == 0)
+                continue;
+        } else {
+            start = 1;
+        }
+        n = ctlproto_format_request(cmd, all ? CTLPROTO_F_ALL : 0, batch, nb, line, sizeof(line));
+        if (n < 0) {
+            fprintf(stderr, "mx2ctl: cannot build the request: %s\n", mx2_strerror(n));
+            return MX2CTL_EXIT_FAIL;
+        }
+        mx2ctl_send(&cl, line, (size_t)n);
+        for (;;) {
+            mx2ctl_recv(&cl, &r, &consumed);
+            if (r.kind == CTLPROTO_R_END)
+                break;
+            if (r.kind == CTLPROTO_R_OK) {
+                printf("%.*s: %s\n", (int)r.text_len, r.text, done);
+                ok++;
+            } else if (r.kind == CTLPROTO_R_ERR && r.code == CTLPROTO_ERR_NOT_FOUND) {
+                /* "ID no such message" */
+                size_t idlen = 0;
+                while (idlen < r.text_len && r.text[idlen] != ' ')
+                    idlen++;
+                fprintf(stderr, "mx2ctl: %.*s: no such message\n", (int)idlen, r.text);
+                rc = MX2CTL_EXIT_FAIL;
+            } else if (r.kind == CTLPROTO_R_ERR && r.code == CTLPROTO_ERR_INTERNAL) {
+                fprintf(stderr, "mx2ctl: %.*s\n", (int)r.text_len, r.text);
+                rc = MX2CTL_EXIT_FAIL;
+            } else if (r.kind == CTLPROTO_R_ERR) {
+                rc = mx2ctl_request_err(&r);
+            }
+        }
+    }
+    close(cl.fd);
+    if (all)
+        printf("deleted %llu message%s\n", (unsigned long long)ok, ok == 1 ? "" : "s");
+    free(ids); /* the upper-cased copies are left to exit */
+    if (fflush(stdout) != 0)
+        rc = MX2CTL_EXIT_FAIL;
+    return rc;
+}
+
+/* ---- stats ---- */
+
+static int
+mx2ctl_cmd_stats(const char *conf, int argc, char **argv)
+{
+    struct mx2ctl_client cl;
+    struct ctlproto_resp r;
+    char line[64];
+    size_t consumed = 0;
+    int json = 0, rc = 0, n, first = 1;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            json = 1;
+        else
+            mx2ctl_usage_error("stats: unexpected argument '%s'", argv[i]);
+    }
+    mx2ctl_connect(conf, &cl, 30);
+    n = ctlproto_format_request(CTLPROTO_STATS, 0, NULL, 0, line, sizeof(line));
+    mx2ctl_send(&cl, line, (size_t)n);
+    if (json)
+        printf("{");
+    for (;;) {
+        mx2ctl_recv(&cl, &r, &consumed);
+        if (r.kind == CTLPROTO_R_END)
+            break;
+        if (r.kind == CTLPROTO_R_ERR) {
+            rc = mx2ctl_request_err(&r);
+        } else if (r.kind == CTLPROTO_R_STAT) {
+            /* spool_free_bytes is unknown (all ones) until first measured. */
+            if (r.value == UINT64_MAX)
+                continue;
+            if (json)
+                printf("%s\"%.*s\":%llu", first ? "" : ",", (int)r.text_len, r.text,
+                       (unsigned long long)r.value);
+            else
+                printf("%-26.*s %llu\n", (int)r.text_len, r.text, (unsigned long long)r.value);
+            first = 0;
+        }
+    }
+    if (json)
+        printf("}\n");
+    close(cl.fd);
+    if (fflush(stdout) != 0)
+        rc = MX2CTL_EXIT_FAIL;
+    return rc;
+}
+
+/* ---- export ---- */
+
+struct mx2ctl_idlist {
+    char (*ids)[QID_SIZE];
+    size_t n;
+    uint64_t corrupt;
+};
+
+static int
+mx2ctl_collect_cb(void *arg, const char *qid, struct envelope *e, int err)
+{
+    struct mx2ctl_idlist *l = arg;
+    char(*nids)[QID_SIZE];
+
+    if (e == NULL) {
+        fprintf(stderr, "mx2ctl: %s: corrupt queue record refused: %s\n", qid, mx2_strerror(err));
+        l->corrupt++;
+        return 0;
+    }
+    nids = realloc(l->ids, (l->n + 1) * sizeof(*l->ids));
+    if (nids == NULL)
+        return -ENOMEM;
+    l->ids = nids;
+    snprintf(l->ids[l->n++], QID_SIZE, "%s", qid);
+    return 0;
+}
+
+static int
+mx2ctl_cmd_export(const char *conf, int argc, char **argv)
+{
+    const char *mbox = NULL, *maildir = NULL;
+    struct mx2ctl_idlist l = {0};
+    struct export_mbox mb = {NULL, -1};
+    struct spool *sp;
+    char host[256];
+    uint64_t exported = 0;
+    int rc = 0, failed = 0;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--mbox") == 0 || strcmp(argv[i], "--maildir") == 0) {
+            if (i + 1 >= argc)
+                mx2ctl_usage_error("export: %s needs an argument", argv[i]);
+            if (mbox != NULL || maildir != NULL)
+                mx2ctl_usage_error("export: give one of --mbox FILE or --maildir DIR");
+            if (strcmp(argv[i], "--mbox") == 0)
+                mbox = argv[++i];
+            else
+                maildir = argv[++i];
+        } else if (argv[i][0] == '-') {
+            mx2ctl_usage_error("export: unknown option '%s'", argv[i]);
+        } else if (strlen(argv[i]) != QID_LEN) {
+            fprintf(stderr, "mx2ctl: %s: no such message\n", argv[i]);
+            failed++;
+        } else {
+            char(*nids)[QID_SIZE] = realloc(l.ids, (l.n + 1) * sizeof(*l.ids));
+            if (nids == NULL) {
+                fprintf(stderr, "mx2ctl: out of memory\n");
+                return MX2CTL_EXIT_FAIL;
+            }
+            l.ids = nids;
+            snprintf(l.ids[l.n], QID_SIZE, "%s", argv[i]);
+            for (char *p = l.ids[l.n]; *p; p++)
+                *p = (char)toupper((unsigned char)*p);
+            l.n++;
+        }
+    }
+    if (mbox == NULL && maildir == NULL)
+        mx2ctl_usage_error("export: give --mbox FILE or --maildir DIR");
+    sp = mx2ctl_open_spool(conf);
+    if (l.n == 0 && failed == 0) {
+        int wrc = spool_walk(sp, mx2ctl_collect_cb, &l);
+        if (wrc != 0) {
+            fprintf(stderr, "mx2ctl: cannot read the queue: %s\n", mx2_strerror(wrc));
+            spool_close(sp);
+            free(l.ids);
+            return MX2CTL_EXIT_FAIL;
+        }
+        failed += l.corrupt != 0;
+    }
+    if (mbox != NULL)
+        rc = export_mbox_open(mbox, &mb);
+    else
+        rc = export_maildir_init(maildir);
+    if (rc != 0) {
+        fprintf(stderr, "mx2ctl: %s: %s\n", mbox ? mbox : maildir, mx2_strerror(rc));
+        spool_close(sp);
+        free(l.ids);
+        return MX2CTL_EXIT_FAIL;
+    }
+    if (gethostname(host, sizeof(host)) != 0)
+        snprintf(host, sizeof(host), "localhost");
+    host[sizeof(host) - 1] = '\0';
+    for (size_t i = 0; i < l.n; i++) {
+        struct envelope e;
+        struct spool_body b;
+        const char *id = l.ids[i];
+
+        rc = qid_valid(id) ? spool_get(sp, id, &e) : MX2_E_NOT_FOUND;
+        if (rc != 0) {
+            fprintf(stderr, "mx2ctl: %s: %s\n", id,
+                    rc == MX2_E_NOT_FOUND ? "no such message" : mx2_strerror(rc));
+            failed++;
+            continue;
+        }
+        rc = spool_body_open(sp, id, &b);
+        if (rc == 0) {
+            if (mbox != NULL)
+                rc = export_mbox_append(&mb, &e, b.data, b.len);
+            else
+                rc = export_maildir_write(maildir, host, (int64_t)time(NULL), &e, b.data, b.len,
+                                          NULL, 0);
+            spool_body_close(&b);
+        }
+        envelope_free(&e);
+        if (rc != 0) {
+            fprintf(stderr, "mx2ctl: %s: %s\n", id, mx2_strerror(rc));
+            failed++;
+            if (rc != MX2_E_NOT_FOUND)
+                break; /* an I/O error on the output will not get better */
+            continue;
+        }
+        exported++;
+    }
+    if (mbox != NULL && (rc = export_mbox_close(&mb)) != 0) {
+        fprintf(stderr, "mx2ctl: %s: %s\n", mbox, mx2_strerror(rc));
+        failed++;
+    }
+    spool_close(sp);
+    free(l.ids);
+    printf("exported %llu message%s to %s %s\n", (unsigned long long)exported,
+           exported == 1 ? "" : "s", mbox ? "mbox" : "Maildir", mbox ? mbox : maildir);
+    return failed ? MX2CTL_EXIT_FAIL : 0;
 }
 
 static const struct {
     const char *name;
     int (*run)(const char *conf, int argc, char **argv);
 } mx2ctl_commands[] = {
-    {"queue", mx2ctl_cmd_queue},         {"mailq", mx2ctl_cmd_queue},
-    {"show", mx2ctl_cmd_show},           {"flush", mx2ctl_cmd_unavailable},
-    {"delete", mx2ctl_cmd_unavailable},  {"hold", mx2ctl_cmd_unavailable},
-    {"release", mx2ctl_cmd_unavailable}, {"export", mx2ctl_cmd_unavailable},
-    {"stats", mx2ctl_cmd_unavailable},
+    {"queue", mx2ctl_cmd_queue}, {"mailq", mx2ctl_cmd_queue},   {"show", mx2ctl_cmd_show},
+    {"flush", mx2ctl_cmd_flush}, {"delete", mx2ctl_cmd_ids},    {"hold", mx2ctl_cmd_ids},
+    {"release", mx2ctl_cmd_ids}, {"export", mx2ctl_cmd_export}, {"stats", mx2ctl_cmd_stats},
 };
 
 int
