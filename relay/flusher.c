@@ -92,6 +92,7 @@ struct flusher {
     unsigned nprobe;
     struct sched_primary primary;
     struct smtpc_result down_why;  /* why the primary is down (for deferrals) */
+    int reported;                  /* state last given to state_cb: -1 none, 0 down, 1 up */
     struct smtpc_target ptargets[FL_MAX_TARGETS];
     size_t nptargets;
     int64_t ptargets_at;           /* when resolved; 0 = never */
@@ -1003,6 +1004,25 @@ fl_attempt_finish(struct fl_attempt *a, const struct smtpc_result *why)
             free(bounced);
             return; /* the update follows the DSN's commit */
         }
+    } else if (pending > 0 && a->msg->route == FL_PRIMARY && env->sender[0] != '\0' &&
+               sched_delay_warning_due(fl->cfg, env->arrival_sec, now,
+                                       (env->flags & ENVELOPE_F_WARNED) != 0)) {
+        /* delay_warning: tell the sender once that the message is still
+         * waiting (RFC 3464 Action: delayed), for the recipients whose
+         * NOTIFY asks for it (none given = FAILURE,DELAY). */
+        size_t nw = 0;
+        fl_op(a, SPOOL_OP_WARNED);
+        for (size_t i = 0; i < env->nrcpt; i++) {
+            const struct envelope_rcpt *r = &env->rcpts[i];
+            if ((r->state == ENVELOPE_RCPT_PENDING || r->state == ENVELOPE_RCPT_DEFERRED) &&
+                bounce_notify_wanted(r->notify, BOUNCE_DELAYED))
+                bounced[nw++] = i;
+        }
+        if (nw > 0 && fl_queue_dsn(a, bounced, nw, BOUNCE_DELAYED) == 0) {
+            log_info("%s: sender delay notification queued", a->msg->qid);
+            free(bounced);
+            return;
+        }
     }
     free(bounced);
     fl_submit_update(a);
@@ -1144,15 +1164,19 @@ fl_set_primary(struct flusher *fl, int up)
             /* Everything deferred becomes due now, oldest first. */
             for (size_t i = 0; i < n; i++)
                 fl->heap[FL_PRIMARY].v[i]->next_attempt = 0;
-            if (fl->state_cb)
-                fl->state_cb(fl->state_arg, 1);
+        }
+        if (fl->state_cb && fl->reported != 1) {
+            fl->reported = 1;
+            fl->state_cb(fl->state_arg, 1);
         }
     } else {
         if (sched_primary_failed(&fl->primary, fl->cfg, now)) {
             log_warn("primary is DOWN: holding the queue, probing every %llds",
                      (long long)fl->cfg->probe_interval);
-            if (fl->state_cb)
-                fl->state_cb(fl->state_arg, 0);
+        }
+        if (fl->state_cb && fl->reported != 0) {
+            fl->reported = 0;
+            fl->state_cb(fl->state_arg, 0);
         }
         /* A flush round cannot finish against a dead primary: what is left
          * of it counts as deferred. */
@@ -1499,6 +1523,7 @@ flusher_start(uv_loop_t *loop, const struct mx2_config *cfg, struct spool *spool
     fl->buckets = xcalloc(fl->nbuckets, sizeof(*fl->buckets));
     fl->seed = (uint32_t)time(NULL) ^ (uint32_t)getpid();
     sched_primary_init(&fl->primary);
+    fl->reported = -1;
     if (cfg->primary_tls != MX2_TLS_NONE &&
         tls_ctx_client_new(cfg->primary_tls, cfg->primary_tls_ca, &fl->tls, why, sizeof(why)) != 0) {
         log_err("primary_tls: %s", why);
