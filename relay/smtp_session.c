@@ -240,8 +240,11 @@ smtpd_cmd_mail(struct smtpd_session *s, struct smtp_cmd *cmd)
         return;
     }
     if (s->srv->defer_new_mail) {
+        /* defer_when_primary_up: the primary answers, so the sender should
+         * deliver there; 421 closes the session (RFC 5321 3.8). */
         s->srv->stats.rejected_other++;
         smtpd_reply_err(s, MX2_E_PRIMARY_UP, NULL);
+        smtpd_enter_state(s, SMTPD_S_QUIT);
         return;
     }
     if (cmd->has_size && cmd->size > cfg->max_message_size) {
