@@ -193,7 +193,9 @@ class Mx2Relay(Relay):
         conns = int(self.opts.get("max_connections", 1000))
         self.d = self.Daemon(self.dir, users=USERS,
                              max_connections=conns, max_connections_per_ip=conns,
-                             smtp_timeout="5m")
+                             smtp_timeout="5m",
+                             # inside our (short) temp dir: removed with it
+                             control_socket=os.path.join(self.dir, "ctl.sock"))
         try:
             self.d.start()
         except RuntimeError as e:          # harness: "mx2d exited / did not come up"
