@@ -248,6 +248,17 @@ fl_heap_down(struct fl_heap *h, size_t i)
     }
 }
 
+/* Make every message in h due now; the order becomes queue-ID (arrival)
+ * order, so the oldest goes first. */
+static void
+fl_heap_all_due(struct fl_heap *h)
+{
+    for (size_t i = 0; i < h->n; i++)
+        h->v[i]->next_attempt = 0;
+    for (size_t i = h->n / 2; i-- > 0;)
+        fl_heap_down(h, i);
+}
+
 static void
 fl_heap_push(struct fl_heap *h, struct fl_msg *m)
 {
@@ -1162,8 +1173,7 @@ fl_set_primary(struct flusher *fl, int up)
             size_t n = fl->heap[FL_PRIMARY].n;
             log_info("primary is UP again: delivering the queue (%zu messages)", n);
             /* Everything deferred becomes due now, oldest first. */
-            for (size_t i = 0; i < n; i++)
-                fl->heap[FL_PRIMARY].v[i]->next_attempt = 0;
+            fl_heap_all_due(&fl->heap[FL_PRIMARY]);
         }
         if (fl->state_cb && fl->reported != 1) {
             fl->reported = 1;
@@ -1561,13 +1571,8 @@ flusher_enqueue(struct flusher *fl, const char *qid, const struct envelope *env)
 void
 flusher_flush(struct flusher *fl)
 {
-    struct fl_heap *h = &fl->heap[FL_PRIMARY];
-
-    for (size_t i = 0; i < h->n; i++)
-        h->v[i]->next_attempt = 0;
-    h = &fl->heap[FL_BOUNCE];
-    for (size_t i = 0; i < h->n; i++)
-        h->v[i]->next_attempt = 0;
+    fl_heap_all_due(&fl->heap[FL_PRIMARY]);
+    fl_heap_all_due(&fl->heap[FL_BOUNCE]);
     if (!fl->primary.up)
         fl->primary.next_probe = 0;
     fl_kick(fl);
