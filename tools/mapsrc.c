@@ -306,8 +306,8 @@ mapsrc_passwd_run(struct mapsrc_reader *r, const char *file, const struct mapsrc
                   const struct mapsrc_sink *sink, struct mapsrc_passwd_stats *st)
 {
     struct mapsrc_passwd_stats dummy;
-    const char *p;
-    size_t n;
+    const char *p = NULL;
+    size_t n = 0;
     int rc;
 
     if (st == NULL)
@@ -456,8 +456,8 @@ mapsrc_aliases_run(struct mapsrc_reader *r, const char *file, const struct mapsr
 {
     struct mapsrc_aliases_stats dummy;
     struct mapsrc_entry e = {0};
-    const char *p;
-    size_t n, i;
+    const char *p = NULL;
+    size_t n = 0, i;
     int rc;
 
     if (st == NULL)
@@ -570,8 +570,8 @@ mapsrc_list_run(struct mapsrc_reader *r, const char *file, const struct mapsrc_s
                 struct mapsrc_list_stats *st)
 {
     struct mapsrc_list_stats dummy;
-    const char *p;
-    size_t n;
+    const char *p = NULL;
+    size_t n = 0;
     int rc;
 
     if (st == NULL)
