@@ -54,7 +54,7 @@ struct ctl_conn {
     size_t ids_used;
     unsigned handles_open;
     long peer_uid;
-    unsigned closing : 1, discarding : 1, reading : 1, eof : 1, shut : 1;
+    unsigned closing : 1, discarding : 1, reading : 1, eof : 1, shut : 1, processing : 1;
 };
 
 struct control {
@@ -465,11 +465,17 @@ ctl_handle(struct ctl_conn *c, const char *line, size_t len)
     buf_free(&b);
 }
 
-/* Handle every complete line while no request is in flight. */
+/* Handle every complete line while no request is in flight. A request that
+ * completes synchronously calls back in here: `processing` makes that a
+ * no-op, so the loop below picks the next line up without recursion. */
 static void
 ctl_process(struct ctl_conn *c)
 {
+    if (c->processing)
+        return;
+    c->processing = 1;
     while (!c->closing && c->req == NULL) {
+        char line[CTLPROTO_LINE_MAX];
         size_t linelen, consumed;
         int rc = ctlproto_next_line(buf_head(&c->in), buf_avail(&c->in), &linelen, &consumed);
 
@@ -489,9 +495,12 @@ ctl_process(struct ctl_conn *c)
             continue;
         }
         uv_timer_start(&c->timer, ctl_on_timer, CONTROL_IDLE_MS, 0);
-        ctl_handle(c, buf_head(&c->in), linelen);
+        /* Copy and consume first: the handler may answer and come back. */
+        memcpy(line, buf_head(&c->in), linelen);
         buf_consume(&c->in, consumed);
+        ctl_handle(c, line, linelen);
     }
+    c->processing = 0;
     if (buf_avail(&c->in) == 0 && c->in.cap > 0)
         buf_free(&c->in);
     if (!c->closing && c->eof && c->req == NULL && !c->shut) {

@@ -2,8 +2,10 @@
  * main.c - mx2d: arguments, `-t`, startup order, signals, privilege drop,
  * shutdown order.
  *
- * Startup: config (every problem printed, exit 2) -> bind the listeners
- * (port 25 needs root or CAP_NET_BIND_SERVICE) -> drop privileges to `user`
+ * Startup: config (every problem printed, exit 2) -> raise RLIMIT_NOFILE to
+ * its hard limit -> bind the listeners (port 25 needs root or
+ * CAP_NET_BIND_SERVICE), the control socket (chowned to `user`, see
+ * control.h) and the HTTP port -> drop privileges to `user`
  * -> open the spool and recover it (remove bodies of sessions that never got
  * their 250) -> start the writer thread -> open the map -> run the loop.
  * Nothing is accepted before the loop runs, so the order is safe.

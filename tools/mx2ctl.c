@@ -716,28 +716,36 @@ mx2ctl_cmd_ids(const char *conf, int argc, char **argv)
     struct ctlproto_resp r;
     char line[CTLPROTO_LINE_MAX];
     const char **ids;
-    size_t nids = 0, consumed = 0;
+    char **owned;
+    size_t nids = 0, nowned = 0, consumed = 0;
     uint64_t ok = 0;
     int all = 0, rc = 0;
 
-    ids = calloc((size_t)argc + 1, sizeof(*ids));
-    if (ids == NULL) {
-        fprintf(stderr, "mx2ctl: out of memory\n");
-        return MX2CTL_EXIT_FAIL;
-    }
     for (int i = 1; i < argc; i++) {
         if (cmd == CTLPROTO_DELETE && strcmp(argv[i], "--all") == 0)
             all = 1;
         else if (argv[i][0] == '-')
             mx2ctl_usage_error("%s: unknown option '%s'", argv[0], argv[i]);
         else
-            ids[nids++] = argv[i];
+            nids++;
     }
     if (all && nids > 0)
         mx2ctl_usage_error("delete: give IDs or --all, not both");
     if (!all && nids == 0)
         mx2ctl_usage_error("%s: expected one or more queue IDs%s", argv[0],
                            cmd == CTLPROTO_DELETE ? " or --all" : "");
+    /* Connect before allocating: mx2ctl_connect exits when mx2d is down. */
+    mx2ctl_connect(conf, &cl, 60);
+    ids = calloc((size_t)argc + 1, sizeof(*ids));
+    owned = calloc((size_t)argc + 1, sizeof(*owned));
+    if (ids == NULL || owned == NULL) {
+        fprintf(stderr, "mx2ctl: out of memory\n");
+        return MX2CTL_EXIT_FAIL;
+    }
+    nids = 0;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--all") != 0)
+            ids[nids++] = argv[i];
     /* IDs are upper case; accept a pasted lower-case one. A malformed ID
      * cannot be in the queue: report it like any unknown ID and go on. */
     for (size_t i = 0; i < nids; i++) {
@@ -749,10 +757,9 @@ mx2ctl_cmd_ids(const char *conf, int argc, char **argv)
             }
             for (char *p = up; *p; p++)
                 *p = (char)toupper((unsigned char)*p);
-            ids[i] = up;
+            ids[i] = owned[nowned++] = up;
         }
     }
-    mx2ctl_connect(conf, &cl, 60);
     for (size_t start = 0; all ? start == 0 : start < nids;) {
         const char *batch[MX2CTL_IDS_PER_REQUEST];
         size_t nb = 0;
@@ -803,7 +810,10 @@ mx2ctl_cmd_ids(const char *conf, int argc, char **argv)
     close(cl.fd);
     if (all)
         printf("deleted %llu message%s\n", (unsigned long long)ok, ok == 1 ? "" : "s");
-    free(ids); /* the upper-cased copies are left to exit */
+    for (size_t i = 0; i < nowned; i++)
+        free(owned[i]);
+    free(owned);
+    free(ids);
     if (fflush(stdout) != 0)
         rc = MX2CTL_EXIT_FAIL;
     return rc;
@@ -907,6 +917,15 @@ mx2ctl_cmd_export(const char *conf, int argc, char **argv)
                 maildir = argv[++i];
         } else if (argv[i][0] == '-') {
             mx2ctl_usage_error("export: unknown option '%s'", argv[i]);
+        }
+    }
+    if (mbox == NULL && maildir == NULL)
+        mx2ctl_usage_error("export: give --mbox FILE or --maildir DIR");
+    /* Open before allocating: mx2ctl_open_spool exits on failure. */
+    sp = mx2ctl_open_spool(conf);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--mbox") == 0 || strcmp(argv[i], "--maildir") == 0) {
+            i++;
         } else if (strlen(argv[i]) != QID_LEN) {
             fprintf(stderr, "mx2ctl: %s: no such message\n", argv[i]);
             failed++;
@@ -914,6 +933,8 @@ mx2ctl_cmd_export(const char *conf, int argc, char **argv)
             char(*nids)[QID_SIZE] = realloc(l.ids, (l.n + 1) * sizeof(*l.ids));
             if (nids == NULL) {
                 fprintf(stderr, "mx2ctl: out of memory\n");
+                spool_close(sp);
+                free(l.ids);
                 return MX2CTL_EXIT_FAIL;
             }
             l.ids = nids;
@@ -923,9 +944,6 @@ mx2ctl_cmd_export(const char *conf, int argc, char **argv)
             l.n++;
         }
     }
-    if (mbox == NULL && maildir == NULL)
-        mx2ctl_usage_error("export: give --mbox FILE or --maildir DIR");
-    sp = mx2ctl_open_spool(conf);
     if (l.n == 0 && failed == 0) {
         int wrc = spool_walk(sp, mx2ctl_collect_cb, &l);
         if (wrc != 0) {

@@ -53,7 +53,11 @@ int
 ctlproto_next_line(const char *buf, size_t len, size_t *linelen, size_t *consumed)
 {
     size_t scan = len < CTLPROTO_LINE_MAX ? len : CTLPROTO_LINE_MAX;
-    const char *lf = memchr(buf, '\n', scan);
+    const char *lf;
+
+    if (len == 0)
+        return 0; /* an empty buffer may be NULL: no memchr on it */
+    lf = memchr(buf, '\n', scan);
 
     if (lf == NULL)
         return len >= CTLPROTO_LINE_MAX ? MX2_E_LINE_TOO_LONG : 0;
