@@ -51,6 +51,7 @@ struct fl_msg {
     enum fl_route route;
     unsigned active : 1, hold : 1, in_round : 1;
     uint64_t size;
+    uint32_t npending;             /* recipients still to deliver */
     uint64_t domains;              /* bit i: a recipient in relay_domains[i] */
     struct fl_op *ops;             /* operator actions waiting for the attempt to end */
     size_t heap_idx;               /* SIZE_MAX when not in a heap */
@@ -147,6 +148,7 @@ struct fl_attempt {
     struct spool_op *ops;
     size_t nops, opcap;
     int deleting;
+    int down_deferral; /* deferred with the primary's failure, no network */
     int64_t next_attempt;
     /* DSN */
     struct writer_job djob;
@@ -385,6 +387,7 @@ fl_add(struct flusher *fl, const char *qid, const struct envelope *env)
     m->hold = (env->flags & ENVELOPE_F_HOLD) != 0;
     m->heap_idx = SIZE_MAX;
     m->size = env->size;
+    m->npending = (uint32_t)envelope_pending_count(env);
     for (size_t i = 0; i < env->nrcpt; i++) {
         const char *at = strrchr(env->rcpts[i].address, '@');
         for (size_t d = 0; at != NULL && d < fl->cfg->relay_domains_count && d < 64; d++)
@@ -747,8 +750,8 @@ fl_on_updated(struct writer_job *job)
 
     fl->pending_work--;
     m->active = 0;
-    if (!a->deleting || job->result != 0)
-        fl_round_leave(fl, m);
+    /* The attempt has been tallied in the round by fl_attempt_finish. */
+    fl_round_leave(fl, m);
     if (job->result != 0) {
         /* The record failed (disk trouble): try the message again later;
          * recipients already accepted may be sent twice (at-least-once). */
@@ -761,7 +764,9 @@ fl_on_updated(struct writer_job *job)
         fl_forget(fl, m);
         m = NULL;
     } else if (!fl->stopping) {
-        fl_schedule(fl, m, a->next_attempt);
+        /* Deferred without trying because the primary was down, and it
+         * has come back meanwhile: due now, not at its backoff. */
+        fl_schedule(fl, m, a->down_deferral && fl->primary.up ? 0 : a->next_attempt);
     }
     if (m != NULL && m->ops != NULL)
         fl_op_start_waiting(fl, m);
@@ -985,6 +990,7 @@ fl_attempt_finish(struct fl_attempt *a, const struct smtpc_result *why)
                 fl->round_deferred++;
         }
     }
+    a->msg->npending = (uint32_t)pending;
     if (pending > 0) {
         struct spool_op *op = fl_op(a, SPOOL_OP_SCHEDULE);
         uint32_t attempts = env->attempts + 1;
@@ -1192,11 +1198,14 @@ fl_set_primary(struct flusher *fl, int up)
          * of it counts as deferred. */
         if (fl->round_active) {
             uint64_t left = 0;
+            uint64_t rcpts = 0;
             for (struct fl_msg *m = fl->ahead; m != NULL; m = m->anext)
-                if (m->in_round && !m->active && m->route == FL_PRIMARY)
+                if (m->in_round && !m->active && m->route == FL_PRIMARY) {
                     left++;
+                    rcpts += m->npending;
+                }
             if (left == fl->round_waiting) {
-                fl->round_deferred += left;
+                fl->round_deferred += rcpts;
                 fl_round_end(fl);
             }
         }
@@ -1395,7 +1404,10 @@ fl_kick(struct flusher *fl)
      * "delivery temporarily suspended"): its recipients show why in
      * `mx2ctl queue`, and it follows its own backoff until a probe
      * succeeds and makes everything due at once. */
-    if (!fl->primary.up && fl->down_why.text[0] != '\0') {
+    if (!fl->primary.up && fl->down_why.text[0] != '\0' && fl->nprobe == 0 &&
+        !sched_probe_due(&fl->primary, now)) {
+        /* (Not while a probe is due or under way: a flush or ETRN asks for
+         * exactly that probe, and its messages must wait for its answer.) */
         for (int budget = 256; budget > 0 && (m = fl_next_due(fl, FL_PRIMARY, now)) != NULL;
              budget--) {
             struct fl_attempt *a = fl_attempt_new(fl, m);
@@ -1403,6 +1415,7 @@ fl_kick(struct flusher *fl)
                 fl_schedule(fl, m, now + fl->cfg->retry_max);
                 continue;
             }
+            a->down_deferral = 1;
             snprintf(a->relay, sizeof(a->relay), "none");
             fl_attempt_finish(a, &fl->down_why);
         }
