@@ -89,9 +89,27 @@ def test_demo_quick_start(tmp_path):
             c.ehlo("c")
             c.mail("you@sender.test")
             assert c.rcpt("nobody@example.jp")[0] == 550
-        q = subprocess.run([binpath("mx2ctl"), "-c", str(tmp_path / "demo" / "mx2.conf"), "queue"],
-                           capture_output=True, text=True)
+        conf = str(tmp_path / "demo" / "mx2.conf")
+        q = subprocess.run([binpath("mx2ctl"), "-c", conf, "queue"], capture_output=True, text=True)
         assert q.returncode == 0 and "you@sender.test" in q.stdout
+        # The demo primary the script tells the user to start: mx2 delivers
+        # to it by itself on its next probe.
+        sink = subprocess.Popen(["/usr/bin/python3", "-m", "aiosmtpd", "-n", "-l",
+                                 "127.0.0.1:%d" % pport], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                q = subprocess.run([binpath("mx2ctl"), "-c", conf, "queue"], capture_output=True,
+                                   text=True)
+                if "Mail queue is empty" in q.stdout:
+                    break
+                time.sleep(0.5)
+            assert "Mail queue is empty" in q.stdout, q.stdout
+        finally:
+            sink.terminate()
+            sink_out = sink.communicate(timeout=10)[0].decode("utf-8", "replace")
+        assert "Subject: demo" in sink_out
     finally:
         p.send_signal(signal.SIGTERM)
         out = p.communicate(timeout=30)[0].decode()
