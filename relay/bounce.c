@@ -271,6 +271,7 @@ bounce_notify_wanted(unsigned notify, enum bounce_kind kind)
     case BOUNCE_DELAYED:
         return notify == 0 || (notify & ENVELOPE_NOTIFY_DELAY) != 0;
     case BOUNCE_DELIVERED:
+    case BOUNCE_RELAYED:
         return (notify & ENVELOPE_NOTIFY_SUCCESS) != 0;
     }
     return 0;
@@ -283,6 +284,7 @@ bounce_subject(enum bounce_kind kind)
     case BOUNCE_DELAYED:
         return "Delayed Mail (still being retried)";
     case BOUNCE_DELIVERED:
+    case BOUNCE_RELAYED:
         return "Successful Mail Delivery Report";
     case BOUNCE_FAILED:
     default:
@@ -293,7 +295,10 @@ bounce_subject(enum bounce_kind kind)
 static const char *
 bounce_action(enum bounce_kind kind)
 {
-    return kind == BOUNCE_DELAYED ? "delayed" : kind == BOUNCE_DELIVERED ? "delivered" : "failed";
+    return kind == BOUNCE_DELAYED     ? "delayed"
+           : kind == BOUNCE_DELIVERED ? "delivered"
+           : kind == BOUNCE_RELAYED   ? "relayed"
+                                      : "failed";
 }
 
 static bool
@@ -434,6 +439,13 @@ bounce_text_part(const struct bounce_info *info, const struct bounce_rcpt *rcpts
             buf_appendf(&s, " (%s)", info->reason);
         buf_appendf(&s, ", as you requested.");
         break;
+    case BOUNCE_RELAYED:
+        buf_appendf(&s, "Your message was relayed to the recipients' mail server, which does not "
+                        "offer delivery status notifications, so no further notice will come");
+        if (!bounce_empty(info->reason))
+            buf_appendf(&s, " (%s)", info->reason);
+        buf_appendf(&s, ".");
+        break;
     }
     bounce_para(p, tmp, s.data);
     bounce_str(p, "");
@@ -542,7 +554,7 @@ bounce_compose(const struct bounce_info *info, const struct bounce_rcpt *rcpts, 
         bounce_empty(info->sender) || (orig == NULL && orig_len > 0))
         return MX2_E_INVAL;
     if (info->kind != BOUNCE_FAILED && info->kind != BOUNCE_DELAYED &&
-        info->kind != BOUNCE_DELIVERED)
+        info->kind != BOUNCE_DELIVERED && info->kind != BOUNCE_RELAYED)
         return MX2_E_INVAL;
     for (size_t i = 0; i < n; i++)
         if (bounce_empty(rcpts[i].address))

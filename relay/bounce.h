@@ -39,7 +39,9 @@
 
 #include "buf.h"
 
-enum bounce_kind { BOUNCE_FAILED = 0, BOUNCE_DELAYED, BOUNCE_DELIVERED };
+/* BOUNCE_RELAYED: RFC 3461 6.2.2 — a recipient with NOTIFY=SUCCESS was
+ * handed to a primary that does not offer DSN, so no later notice will come. */
+enum bounce_kind { BOUNCE_FAILED = 0, BOUNCE_DELAYED, BOUNCE_DELIVERED, BOUNCE_RELAYED };
 
 struct bounce_rcpt {
     const char *address;    /* final recipient (envelope RCPT) */

@@ -149,6 +149,10 @@ struct fl_attempt {
     size_t nops, opcap;
     int deleting;
     int down_deferral; /* deferred with the primary's failure, no network */
+    int primary_dsn;   /* the primary offered DSN for this attempt */
+    size_t *relayed;   /* NOTIFY=SUCCESS recipients handed to a non-DSN primary */
+    enum bounce_kind dsn_kind;
+    size_t nrelayed;
     int64_t next_attempt;
     /* DSN */
     struct writer_job djob;
@@ -160,6 +164,9 @@ struct fl_attempt {
 static void fl_kick(struct flusher *fl);
 static void fl_op_start_waiting(struct flusher *fl, struct fl_msg *m);
 static void fl_op_flush_all(struct flusher *fl, struct fl_msg *m, int rc);
+struct fl_attempt;
+static int fl_queue_dsn(struct fl_attempt *a, const size_t *which, size_t nwhich,
+                        enum bounce_kind kind);
 static void fl_conn_open(struct flusher *fl, enum fl_route route, struct fl_msg *bmsg,
                          const struct smtpc_target *t, size_t nt, int probe);
 
@@ -737,6 +744,7 @@ fl_attempt_free(struct fl_attempt *a)
     free(a->idx);
     free(a->res);
     free(a->ops);
+    free(a->relayed);
     buf_free(&a->dsn);
     free(a);
 }
@@ -806,10 +814,20 @@ fl_on_dsn_committed(struct writer_job *job)
         return;
     }
     fl->stats.dsn_sent++;
-    log_info("%s: sender non-delivery notification: %s", a->msg->qid, job->msg.qid);
+    log_info("%s: sender %s notification: %s", a->msg->qid,
+             a->dsn_kind == BOUNCE_FAILED    ? "non-delivery"
+             : a->dsn_kind == BOUNCE_DELAYED ? "delay"
+                                             : "delivery status",
+             job->msg.qid);
     fl_add(fl, job->msg.qid, &a->denv);
     free(a->denv.rcpts);
     a->denv.rcpts = NULL;
+    if (a->nrelayed > 0) {
+        size_t n = a->nrelayed;
+        a->nrelayed = 0;
+        if (fl_queue_dsn(a, a->relayed, n, BOUNCE_RELAYED) == 0)
+            return; /* the update follows this one's commit */
+    }
     fl_submit_update(a);
 }
 
@@ -856,6 +874,7 @@ fl_queue_dsn(struct fl_attempt *a, const size_t *which, size_t nwhich, enum boun
         br[i].remote_mta = a->remote_host[0] ? a->remote_host : NULL;
         br[i].last_attempt = r->last_attempt;
     }
+    a->dsn_kind = kind;
     buf_reset(&a->dsn);
     rc = bounce_compose(&info, br, nwhich, a->body.data, a->body.len, &a->dsn);
     free(br);
@@ -952,6 +971,16 @@ fl_attempt_finish(struct fl_attempt *a, const struct smtpc_result *why)
         fl_log_rcpt(a, r, code / 100 == 2 ? "sent" : fl_state_word(code ? code : 451), dsn,
                     res->text);
     }
+    /* RFC 3461 6.2.2: NOTIFY=SUCCESS, and the primary cannot carry it on. */
+    if (a->msg->route == FL_PRIMARY && !a->primary_dsn && env->sender[0] != '\0')
+        for (size_t i = 0; i < a->n; i++) {
+            const struct envelope_rcpt *r = &env->rcpts[a->idx[i]];
+            if (r->state == ENVELOPE_RCPT_DONE && bounce_notify_wanted(r->notify, BOUNCE_RELAYED)) {
+                if (a->relayed == NULL)
+                    a->relayed = xcalloc(a->n, sizeof(*a->relayed));
+                a->relayed[a->nrelayed++] = a->idx[i];
+            }
+        }
     expired = sched_expired(fl->cfg, env->arrival_sec, now);
     for (size_t i = 0; i < env->nrcpt; i++) {
         struct envelope_rcpt *r = &env->rcpts[i];
@@ -1036,12 +1065,17 @@ fl_attempt_finish(struct fl_attempt *a, const struct smtpc_result *why)
                 bounced[nw++] = i;
         }
         if (nw > 0 && fl_queue_dsn(a, bounced, nw, BOUNCE_DELAYED) == 0) {
-            log_info("%s: sender delay notification queued", a->msg->qid);
             free(bounced);
             return;
         }
     }
     free(bounced);
+    if (a->nrelayed > 0) {
+        size_t n = a->nrelayed;
+        a->nrelayed = 0;
+        if (fl_queue_dsn(a, a->relayed, n, BOUNCE_RELAYED) == 0)
+            return;
+    }
     fl_submit_update(a);
 }
 
@@ -1242,6 +1276,7 @@ fl_start_attempt(struct fl_conn *fc, struct fl_msg *m)
         fl_attempt_finish(a, NULL);
         return;
     }
+    a->primary_dsn = fc->c.ehlo.dsn;
     a->m.env = &a->env;
     a->m.body = a->body.data;
     a->m.body_len = a->body.len;

@@ -102,3 +102,43 @@ def test_defer_when_primary_up(tmp_path):
     finally:
         d.close()
         primary.stop()
+
+
+def test_notify_success_to_a_primary_without_dsn_gets_relayed_notice(tmp_path):
+    primary = Sink(dsn=False).start()
+    relay = Sink().start()
+    d = Mx2d(tmp_path, primary=["[127.0.0.1]:%d" % primary.port],
+             bounce_relay="[127.0.0.1]:%d" % relay.port).start()
+    try:
+        send(d, notify="SUCCESS")
+        assert primary.wait_messages(1, 10)
+        assert relay.wait_messages(1, 10), d.read_log()
+        body = relay.messages[0].data.decode("utf-8", "replace")
+        assert re.search(r"^Action: relayed", body, re.M | re.I), body
+        assert "Final-Recipient: rfc822; alice@example.jp" in body
+        # Without NOTIFY=SUCCESS: no notice at all.
+        send(d)
+        assert primary.wait_messages(2, 10)
+        time.sleep(1)
+        assert len(relay.messages) == 1
+    finally:
+        d.close()
+        primary.stop()
+        relay.stop()
+
+
+def test_notify_success_passed_on_when_primary_offers_dsn(tmp_path):
+    primary = Sink(dsn=True).start()
+    relay = Sink().start()
+    d = Mx2d(tmp_path, primary=["[127.0.0.1]:%d" % primary.port],
+             bounce_relay="[127.0.0.1]:%d" % relay.port).start()
+    try:
+        send(d, notify="SUCCESS")
+        assert primary.wait_messages(1, 10)
+        assert primary.messages[0].rcpt_params["alice@example.jp"].get("NOTIFY") == "SUCCESS"
+        time.sleep(1)
+        assert relay.messages == []   # the primary will report, not mx2
+    finally:
+        d.close()
+        primary.stop()
+        relay.stop()

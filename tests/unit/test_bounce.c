@@ -405,6 +405,7 @@ test_status_defaults(void **state)
         {BOUNCE_FAILED, NULL, "5.0.0"},      {BOUNCE_FAILED, "", "5.0.0"},
         {BOUNCE_FAILED, "5.x.1", "5.0.0"},   {BOUNCE_FAILED, "5.7.1 x", "5.0.0"},
         {BOUNCE_DELAYED, NULL, "4.0.0"},     {BOUNCE_DELIVERED, NULL, "2.0.0"},
+        {BOUNCE_RELAYED, NULL, "2.0.0"},
         {BOUNCE_FAILED, "5.4.7", "5.4.7"},   {BOUNCE_FAILED, "4.4.7", "4.4.7"},
         {BOUNCE_FAILED, "5.1.10", "5.1.10"}, {BOUNCE_FAILED, "5.1234.1", "5.0.0"},
     };
@@ -414,6 +415,8 @@ test_status_defaults(void **state)
         struct buf out, plain;
         compose_ok(&info, &r, 1, NULL, 0, &out, &plain, "status");
         const char *st = field(plain.data, "Status: ", NULL);
+        if (rows[i].kind == BOUNCE_RELAYED && strstr(plain.data, "Action: relayed") == NULL)
+            fail_msg("row %zu: no Action: relayed", i);
         if (st == NULL || strcmp(st, rows[i].want) != 0)
             fail_msg("row %zu: Status %s, want %s", i, st ? st : "(none)", rows[i].want);
         buf_free(&out);
@@ -633,6 +636,9 @@ test_notify_wanted(void **state)
         {ENVELOPE_NOTIFY_FAILURE | ENVELOPE_NOTIFY_DELAY, BOUNCE_FAILED, 1},
         {ENVELOPE_NOTIFY_FAILURE | ENVELOPE_NOTIFY_DELAY, BOUNCE_DELAYED, 1},
         {ENVELOPE_NOTIFY_SUCCESS | ENVELOPE_NOTIFY_FAILURE, BOUNCE_DELIVERED, 1},
+        {0, BOUNCE_RELAYED, 0},
+        {ENVELOPE_NOTIFY_SUCCESS, BOUNCE_RELAYED, 1},
+        {ENVELOPE_NOTIFY_NEVER, BOUNCE_RELAYED, 0},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
         if (bounce_notify_wanted(rows[i].notify, rows[i].kind) != rows[i].want)
