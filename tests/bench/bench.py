@@ -191,11 +191,12 @@ class Mx2Relay(Relay):
 
     def start(self):
         conns = int(self.opts.get("max_connections", 1000))
-        self.d = self.Daemon(self.dir, users=USERS,
-                             max_connections=conns, max_connections_per_ip=conns,
-                             smtp_timeout="5m",
-                             # inside our (short) temp dir: removed with it
-                             control_socket=os.path.join(self.dir, "ctl.sock"))
+        conf = dict(max_connections=conns, max_connections_per_ip=conns,
+                    smtp_timeout="5m",
+                    # inside our (short) temp dir: removed with it
+                    control_socket=os.path.join(self.dir, "ctl.sock"))
+        conf.update(self.opts.get("mx2_conf", {}))      # a scenario's own keys
+        self.d = self.Daemon(self.dir, users=USERS, **conf)
         try:
             self.d.start()
         except RuntimeError as e:          # harness: "mx2d exited / did not come up"
@@ -216,6 +217,14 @@ class Mx2Relay(Relay):
                 d.proc.wait()
         self.d = None
 
+    def primary_port(self):
+        """The port of the (first) primary in mx2d's config."""
+        return int(self.d.settings["primary"][0].rsplit(":", 1)[1])
+
+    def ctl(self, *args, timeout=300):
+        return subprocess.run([harness.binpath("mx2ctl"), "-c", self.d.conf] + list(args),
+                              capture_output=True, text=True, timeout=timeout)
+
     def pids(self):
         return [self.pid] if pid_alive(self.pid) else []
 
@@ -226,7 +235,14 @@ class Mx2Relay(Relay):
         return proc_status_kb(self.pid, "VmHWM")
 
     def log_count(self):
-        return len(re.findall(r"^.*: from=<.*\(queue active\)$", self.d.read_log(), re.M))
+        """(queue active) lines so far. Read incrementally: the log of a
+        100,000-message fill is tens of MB, too much to rescan every 50 ms
+        on a 2-core machine that also runs the relay and the generator."""
+        tail = getattr(self, "_qa_tail", None)
+        if tail is None or tail.path != self.d.log:
+            tail = self._qa_tail = LogTail(self.d.log, {"qa": r": from=<.*\(queue active\)$"})
+        tail.poll()
+        return tail.counts["qa"]
 
     def settle(self, expected, timeout):
         deadline = time.time() + timeout
@@ -644,6 +660,7 @@ class Scenario:
     title = "?"
     relays = ("mx2", "postfix")
     unavailable = None
+    start_relay = True      # False: run_once gets an unstarted relay (its dir only)
     # (metric key, label, format) — one table line each
     rows = ()
 
@@ -752,15 +769,579 @@ class IdleScenario(Scenario):
         return m
 
 
+class Sink:
+    """Postfix's smtp-sink as the recovered primary: answers 250 at once,
+    throws the mail away and counts it (-c prints "sess=N quit=N mesg=N"
+    after every message). Started and stopped by PID."""
+
+    def __init__(self, port, outdir):
+        self.port = port
+        self.out = os.path.join(outdir, "sink-%d.out" % port)
+        self.proc = None
+
+    def start(self, timeout=10):
+        self.outf = open(self.out, "wb")
+        # -u postfix: it refuses to run as root; backlog 1000; up to 256
+        # sessions at once (its default -m), far above both relays' 10-20.
+        self.proc = subprocess.Popen([os.path.join(POSTFIX_SBIN, "smtp-sink"), "-4", "-c",
+                                      "-u", "postfix", "127.0.0.1:%d" % self.port, "1000"],
+                                     stdout=self.outf, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError("smtp-sink on port %d exited: %s" % (self.port, self.tail()))
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return time.monotonic()     # listening (the probe sent no mail)
+            except OSError:
+                time.sleep(0.005)
+        raise BenchError("smtp-sink did not listen on port %d" % self.port)
+
+    def tail(self):
+        try:
+            with open(self.out, "rb") as f:
+                return f.read()[-300:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def count(self):
+        m = re.findall(r"mesg=(\d+)", self.tail())
+        return int(m[-1]) if m else 0
+
+    def cpu_seconds(self):
+        """smtp-sink is one process (no fork): its own utime + stime."""
+        try:
+            return proc_cpu(self.proc.pid)
+        except OSError:
+            return None
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            kill_pid(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                kill_pid(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if getattr(self, "outf", None):
+            self.outf.close()
+            self.outf = None
+
+
+class LogTail:
+    """Reads a growing log file incrementally (complete lines only) and
+    counts the lines matching each named regex, remembering when (monotonic)
+    the first match of each was seen."""
+
+    def __init__(self, path, patterns, offset=0):
+        self.path, self.offset = path, offset
+        self.pats = {k: re.compile(v) for k, v in patterns.items()}
+        self.counts = {k: 0 for k in patterns}
+        self.first = {}
+        self.last = {}
+        self.rest = b""
+
+    def poll(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return
+        self.offset += len(data)
+        data = self.rest + data
+        cut = data.rfind(b"\n") + 1
+        self.rest = data[cut:]
+        if not cut:
+            return
+        now = time.monotonic()
+        for line in data[:cut].decode("utf-8", "replace").splitlines():
+            for k, pat in self.pats.items():
+                if pat.search(line):
+                    self.counts[k] += 1
+                    self.first.setdefault(k, now)
+                    self.last[k] = now
+                    self.match = line
+
+
+def file_size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def fill_queue(relay, messages, sessions, problems):
+    """Queue `messages` 2 KiB messages with smtp-source while the primary is
+    down, wait until the relay has settled, check the count."""
+    src = smtp_source(relay.port, messages, sessions, 2048, int(120 + messages / 20))
+    if src["rc"] != 0:
+        problems.append("fill: smtp-source exit %s: %s" % (src["rc"], src["stderr"]))
+    relay.settle(messages, timeout=300)
+    return src
+
+
 class DrainScenario(Scenario):
-    """Deep-queue drain into smtp-sink after the primary recovers (mx2ctl flush
-    vs postqueue -f). Later work: mx2d has no flusher yet."""
+    """Issue 4 bench / issue 6 target 4: `messages` queued 2 KiB messages
+    delivered to smtp-sink as the recovered primary.
+
+    mx2: primary = the sink's port while nothing listens there, probe_interval
+    1s, retry_min 1h (so only a probe, or a flush, recovers it). Fill, check
+    `mx2ctl queue --json` == N, start smtp-sink, and time from the moment it
+    listens until the log holds N "<ID>: removed" lines. Three variants per
+    run, each on a fresh spool: recovery by the probe at primary_concurrency
+    10 (the default) and at 20, and `mx2ctl flush` sent as soon as the sink
+    listens (concurrency 10). The probe wait (sink listening -> "primary is
+    UP again") is reported separately and NOT subtracted from msg/s.
+
+    Postfix: relay_transport at the dead port; fill, settle, start smtp-sink
+    there, `postqueue -c DIR -f` at once, time until no queue file is left
+    (checked with `postqueue -j`). Postfix's figure is repeated on every
+    msg/s line so each mx2 variant gets its ratio.
+    """
     name = "drain"
-    unavailable = "not available: needs the flusher"
+
+    def __init__(self, messages, fill_sessions=10):
+        self.messages, self.fill_sessions = messages, fill_sessions
+        self.title = "drain %d queued 2KiB msgs" % messages
+        self.rows = [("msgs_per_s", "msg/s probe recovery, c=10", "%.0f"),
+                     ("probe_wait_s", "  of which s: sink up -> probe UP", "%.2f"),
+                     ("msgs_per_s_after_up", "  msg/s after the primary is UP", "%.0f"),
+                     ("flush_msgs_per_s", "msg/s mx2ctl flush, c=10", "%.0f"),
+                     ("c20_msgs_per_s", "msg/s probe recovery, c=20", "%.0f"),
+                     ("srv_cpu_ms_per_msg", "relay CPU ms/msg (c=10)", "%.3f"),
+                     ("sink_cpu_ms_per_msg", "smtp-sink CPU ms/msg (c=10)", "%.3f"),
+                     ("drain_s", "s sink up -> queue empty (c=10)", "%.2f")]
+
+    def params(self):
+        return {"messages": self.messages, "size": 2048, "fill_sessions": self.fill_sessions,
+                "mx2": {"probe_interval": "1s", "retry_min": "1h",
+                        "primary_concurrency": [10, 20]},
+                "postfix": "postqueue -f; relay_destination_concurrency_limit default (20)"}
+
+    def relay_opts(self, relay):
+        return {"mx2_conf": {"probe_interval": "1s", "retry_min": "1h",
+                             "primary_concurrency": 10}}
+
+    def timeout(self):
+        return 60 + self.messages / 50
+
+    def run_once(self, relay, ctx):
+        if relay.name == "postfix":
+            m = self.postfix_drain(relay)
+            for k in ("flush_msgs_per_s", "c20_msgs_per_s"):
+                if "msgs_per_s" in m:
+                    m[k] = m["msgs_per_s"]
+            return m
+        m = self.mx2_drain(relay, flush=False)
+        errors = [m["error"]] if "error" in m else []
+        for key, conc, flush in (("flush", 10, True), ("c20", 20, False)):
+            wd = tempfile.mkdtemp(prefix="%s%d." % (key[0], ctx["run"]), dir=ctx["workroot"])
+            opts = {"map_keys": ctx["keys"],
+                    "mx2_conf": dict(self.relay_opts("mx2")["mx2_conf"],
+                                     primary_concurrency=conc)}
+            other = make_relay("mx2", wd, opts)
+            try:
+                other.start()
+                v = self.mx2_drain(other, flush=flush)
+            except (BenchError, OSError, subprocess.SubprocessError) as e:
+                v = {"error": "%s: %s" % (type(e).__name__, e)}
+            finally:
+                stop_relay(other)
+                shutil.rmtree(wd, ignore_errors=True)
+            m[key] = v
+            if "msgs_per_s" in v:
+                m[key + "_msgs_per_s"] = v["msgs_per_s"]
+            if "error" in v:
+                errors.append("%s: %s" % (key, v["error"]))
+        if errors:
+            m["error"] = "; ".join(errors)
+        return m
+
+    def mx2_drain(self, relay, flush):
+        n, problems = self.messages, []
+        m = {"messages": n, "variant": "flush" if flush else "probe",
+             "primary_concurrency": relay.d.settings.get("primary_concurrency")}
+        src = fill_queue(relay, n, self.fill_sessions, problems)
+        m["fill_msgs_per_s"] = n / src["wall_s"]
+        # Every message deferred (the primary is down) before the sink starts.
+        deadline = time.monotonic() + 120
+        while True:
+            r = relay.ctl("queue", "--json")
+            states = {}
+            for line in r.stdout.splitlines():
+                try:
+                    o = json.loads(line)
+                except ValueError:
+                    continue
+                states[o.get("state")] = states.get(o.get("state"), 0) + 1
+            queued = sum(states.values())
+            if (queued == n and not states.get("active")) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        m["queued"], m["queued_states"] = queued, states
+        if queued != n:
+            problems.append("queued %d of %d before the drain (mx2ctl queue --json)" % (queued, n))
+            m["error"] = "; ".join(problems)
+            return m
+        tail = LogTail(relay.d.log, {"removed": r": removed$", "sent": r"status=sent",
+                                     "up": r"primary is UP again"},
+                       offset=file_size(relay.d.log))
+        sink = Sink(relay.primary_port(), relay.dir)
+        try:
+            cpu0 = relay.cpu_seconds()
+            t0 = sink.start()
+            if flush:
+                r = relay.ctl("flush", timeout=30)
+                m["flush_rc"] = r.returncode
+                if r.returncode != 0:
+                    problems.append("mx2ctl flush exit %d: %s" % (r.returncode,
+                                                                  r.stderr.strip()))
+            deadline = t0 + self.timeout()
+            while tail.counts["removed"] < n and time.monotonic() < deadline:
+                time.sleep(0.01)
+                tail.poll()
+            t1 = tail.last.get("removed", time.monotonic())
+            cpu1 = relay.cpu_seconds()
+            m["sink_count"] = sink.count()
+            sink_cpu = sink.cpu_seconds()
+        finally:
+            sink.stop()
+        if sink_cpu is not None:
+            m["sink_cpu_ms_per_msg"] = sink_cpu * 1000 / n
+        m.update({"removed": tail.counts["removed"], "sent": tail.counts["sent"],
+                  "drain_s": t1 - t0, "msgs_per_s": n / (t1 - t0),
+                  "srv_cpu_s": cpu1 - cpu0, "srv_cpu_ms_per_msg": (cpu1 - cpu0) * 1000 / n})
+        if "up" in tail.first:
+            m["probe_wait_s"] = tail.first["up"] - t0
+            m["msgs_per_s_after_up"] = n / max(1e-6, t1 - tail.first["up"])
+        left, _ = relay.queue_count()
+        m["left"] = left
+        if tail.counts["removed"] != n or left != 0:
+            problems.append("drained %d of %d in %.0fs (%d left in mx2ctl queue)"
+                            % (tail.counts["removed"], n, self.timeout(), left))
+        if m["sink_count"] < n:
+            problems.append("smtp-sink counted %d of %d messages" % (m["sink_count"], n))
+        if problems:
+            m["error"] = "; ".join(problems)
+        return m
+
+    def postfix_drain(self, relay):
+        n, problems = self.messages, []
+        m = {"messages": n, "variant": "postqueue -f"}
+        src = fill_queue(relay, n, self.fill_sessions, problems)
+        m["fill_msgs_per_s"] = n / src["wall_s"]
+        queued, method = relay.queue_count()
+        m["queued"], m["count_method"] = queued, method
+        if queued != n:
+            problems.append("queued %d of %d before the drain (%s)" % (queued, n, method))
+            m["error"] = "; ".join(problems)
+            return m
+        dirs = ("incoming", "active", "deferred", "maildrop")
+        plog = os.path.join(relay.dir, "postfix.log")
+        tail = LogTail(plog, {"removed": r": removed$", "sent": r"status=sent"},
+                       offset=file_size(plog))
+        sink = Sink(relay.deadport, relay.dir)
+        try:
+            cpu0 = relay.cpu_seconds()
+            t0 = sink.start()
+            relay.pf("postqueue", "-c", relay.etc, "-f")
+            deadline = t0 + self.timeout()
+            # The queue is empty when no queue file is left. A walk of the
+            # queue directories costs ~9 ms of CPU at 20,000 files, so it
+            # runs every 20 ms only once the log (read incrementally, as
+            # for mx2) shows N "removed" lines, else once a second in case
+            # postlogd dropped lines.
+            last_walk = 0.0
+            while time.monotonic() < deadline:
+                tail.poll()
+                now = time.monotonic()
+                if tail.counts["removed"] >= n or now - last_walk >= 1.0:
+                    last_walk = now
+                    if relay.queue_files(dirs) == 0:
+                        break
+                time.sleep(0.02)
+            t1 = time.monotonic()
+            m["log_removed"], m["log_sent"] = tail.counts["removed"], tail.counts["sent"]
+            cpu1 = relay.cpu_seconds()
+            m["sink_count"] = sink.count()
+            sink_cpu = sink.cpu_seconds()
+        finally:
+            sink.stop()
+        if sink_cpu is not None:
+            m["sink_cpu_ms_per_msg"] = sink_cpu * 1000 / n
+        left, method = relay.queue_count()
+        m.update({"drain_s": t1 - t0, "msgs_per_s": n / (t1 - t0), "left": left,
+                  "srv_cpu_s": cpu1 - cpu0, "srv_cpu_ms_per_msg": (cpu1 - cpu0) * 1000 / n})
+        if left != 0:
+            problems.append("%d messages left after %.0fs (%s)" % (left, self.timeout(), method))
+        if m["sink_count"] < n:
+            problems.append("smtp-sink counted %d of %d messages" % (m["sink_count"], n))
+        if problems:
+            m["error"] = "; ".join(problems)
+        return m
+
+
+def percentile(vals, p):
+    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
+    s = sorted(vals)
+    return s[max(0, min(len(s) - 1, int(-(-p * len(s) // 100)) - 1))]
+
+
+class LatencyScenario(Scenario):
+    """Issue 6 target 2: end-of-data -> 250 latency at one session. One
+    connection, EHLO once, then per message MAIL/RCPT/DATA pipelined in one
+    write, the 2 KiB message, and the clock runs from sending the final
+    "\\r\\n.\\r\\n" (TCP_NODELAY) to receiving the complete 250 reply: the
+    relay's durable commit, nothing of the generator."""
+    name = "latency-x1"
 
     def __init__(self, messages):
         self.messages = messages
-        self.title = "drain %d queued 2KiB msgs" % messages
+        self.title = "end-of-data->250, 1 session"
+        self.rows = [("median_ms", "median ms", "%.3f"),
+                     ("p90_ms", "p90 ms", "%.3f"),
+                     ("msgs_per_s", "msg/s (one reused session)", "%.0f")]
+
+    def params(self):
+        return {"messages": self.messages, "size": 2048}
+
+    @staticmethod
+    def body(size=2048):
+        head = ("From: <%s>\r\nTo: <%s>\r\nSubject: latency\r\n\r\n" % (SENDER, RCPT)).encode()
+        line = b"x" * 76 + b"\r\n"
+        out = head
+        while len(out) + len(line) <= size:
+            out += line
+        return out[:-2]             # the final CRLF is the start of "\r\n.\r\n"
+
+    def run_once(self, relay, ctx):
+        n, lat, problems = self.messages, [], []
+        body = self.body()
+        c = harness.Raw(relay.port, timeout=30)
+        c.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        t_start = time.monotonic()
+        try:
+            code, _ = c.reply()
+            code, text = c.cmd("EHLO " + HELO)
+            if code != 250 or "PIPELINING" not in text.upper():
+                raise BenchError("EHLO: %r (PIPELINING needed)" % text)
+            env = ("MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % (SENDER, RCPT)).encode()
+            for i in range(n):
+                c.send(env)
+                codes = [c.reply()[0] for _ in range(3)]
+                if codes != [250, 250, 354]:
+                    raise BenchError("message %d: MAIL/RCPT/DATA answered %s" % (i, codes))
+                c.send(body)
+                t0 = time.perf_counter()
+                c.send(b"\r\n.\r\n")
+                code, text = c.reply()
+                lat.append(time.perf_counter() - t0)
+                if code != 250:
+                    raise BenchError("message %d: end of data answered %r" % (i, text))
+            c.cmd("QUIT")
+        finally:
+            c.close()
+        wall = time.monotonic() - t_start
+        relay.settle(n, timeout=120)
+        count, method = relay.queue_count()
+        ms = [x * 1000 for x in lat]
+        m = {"messages": n, "queued": count, "count_method": method,
+             "median_ms": statistics.median(ms), "p90_ms": percentile(ms, 90),
+             "p99_ms": percentile(ms, 99), "max_ms": max(ms), "min_ms": min(ms),
+             "msgs_per_s": n / wall}
+        if count != n:
+            problems.append("queued %d of %d messages (%s)" % (count, n, method))
+        if problems:
+            m["error"] = "; ".join(problems)
+        return m
+
+
+class RecoveryScenario(Scenario):
+    """Issue 6 target 7 (mx2 only: Postfix has no startup recovery step, its
+    queue is plain files that qmgr scans lazily). Fill the spool with N
+    messages (smtp-source, 50 sessions, primary down), SIGTERM mx2d, start it
+    again on the same spool and time (from exec) until it greets a
+    connection and until it logs "flusher: N messages queued"; then time
+    `mx2ctl queue` and `mx2ctl queue --json` over that spool (daemon
+    running)."""
+    name = "recovery"
+    relays = ("mx2",)
+
+    def __init__(self, messages):
+        self.messages = messages
+        self.title = "restart over %d queued msgs (mx2 only)" % messages
+        self.rows = [("listen_s", "s exec -> greets (220)", "%.3f"),
+                     ("loaded_s", "s exec -> 'N messages queued'", "%.3f"),
+                     ("queue_s", "s mx2ctl queue", "%.2f"),
+                     ("queue_json_s", "s mx2ctl queue --json", "%.2f"),
+                     ("stop_s", "s SIGTERM -> exit", "%.2f"),
+                     ("fill_msgs_per_s", "fill msg/s (50 sessions)", "%.0f")]
+
+    def params(self):
+        return {"messages": self.messages, "size": 2048, "fill_sessions": 50}
+
+    def relay_opts(self, relay):
+        return {"max_connections": 200, "mx2_conf": {"retry_min": "1h", "probe_interval": "1h"}}
+
+    def run_once(self, relay, ctx):
+        n, problems = self.messages, []
+        src = fill_queue(relay, n, 50, problems)
+        m = {"messages": n, "fill_msgs_per_s": n / src["wall_s"]}
+        d = relay.d
+        t = time.monotonic()
+        rc = d.stop(signal.SIGTERM, timeout=120)
+        m["stop_s"] = time.monotonic() - t
+        if rc != 0:
+            problems.append("mx2d exited %s on SIGTERM" % rc)
+        d.logf.close()
+        offset = file_size(d.log)
+        tail = LogTail(d.log, {"loaded": r"flusher: \d+ messages queued"}, offset=offset)
+        t0 = time.monotonic()
+        d.start(wait=False)
+        relay.pid = d.proc.pid
+        listen = None
+        deadline = t0 + 120
+        while time.monotonic() < deadline and (listen is None or "loaded" not in tail.first):
+            if d.proc.poll() is not None:
+                raise BenchError("mx2d exited %s on restart:\n%s" % (d.proc.returncode,
+                                                                    d.read_log()[-2000:]))
+            if listen is None:
+                try:
+                    with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
+                        s.settimeout(10)
+                        if s.recv(100).startswith(b"220"):
+                            listen = time.monotonic()
+                            s.sendall(b"QUIT\r\n")
+                except OSError:
+                    pass
+            tail.poll()
+            time.sleep(0.005)
+        if listen is not None:
+            m["listen_s"] = listen - t0
+        if "loaded" in tail.first:
+            m["loaded_s"] = tail.first["loaded"] - t0
+            got = int(re.search(r"flusher: (\d+) messages", tail.match).group(1))
+            m["loaded_messages"] = got
+            if got != n:
+                problems.append("flusher loaded %d of %d messages" % (got, n))
+        else:
+            problems.append("no 'flusher: N messages queued' line within 120s")
+        if listen is None:
+            problems.append("not greeting within 120s of the restart")
+        for key, args in (("queue_s", ["queue"]), ("queue_json_s", ["queue", "--json"])):
+            t = time.monotonic()
+            r = relay.ctl(*args)
+            m[key] = time.monotonic() - t
+            if r.returncode != 0:
+                problems.append("mx2ctl %s exit %d" % (" ".join(args), r.returncode))
+            if "--json" in args:
+                got = sum(1 for line in r.stdout.splitlines() if line.startswith("{"))
+            else:
+                mm = re.search(r"in (\d+) Requests?\.", r.stdout)
+                got = int(mm.group(1)) if mm else -1
+            m[key.replace("_s", "_count")] = got
+            if got != n:
+                problems.append("mx2ctl %s listed %d of %d" % (" ".join(args), got, n))
+        if problems:
+            m["error"] = "; ".join(problems)
+        return m
+
+
+MAP_DOMAIN = DOMAIN
+
+
+class MapScenario(Scenario):
+    """Issue 6 target 8: a recipient map of `entries` addresses
+    (u0000000@example.jp ...; one list file with a dummy second column, which
+    both mx2map --list and postmap read). mx2: `mx2map build` wall time, and
+    the lookup microbenchmark tests/bench/maplookup.c (rcptmap_lookup in a
+    loop, random half present / half absent keys, median ns per lookup over 5
+    batches of 1,000,000). Postfix: `postmap -c DIR lmdb:FILE` wall time for
+    the same list (its lookup is not measured: n/a)."""
+    name = "map"
+    start_relay = False
+
+    def __init__(self, entries, maplookup=None):
+        self.entries, self.maplookup = entries, maplookup
+        self.title = "recipient map, %s entries" % format(entries, ",")
+        self.rows = [("build_s", "build s", "%.2f"),
+                     ("lookup_ns", "lookup ns (median of 5 x 1M)", "%.0f")]
+
+    def params(self):
+        return {"entries": self.entries, "maplookup": self.maplookup,
+                "lookups": "5 batches x 1000000, half present"}
+
+    def list_file(self, ctx):
+        path = os.path.join(ctx["workroot"], "map%d.list" % self.entries)
+        if not os.path.exists(path):
+            with open(path + ".tmp", "w") as f:
+                for i in range(0, self.entries, 10000):
+                    f.write("".join("u%07d@%s x\n" % (j, MAP_DOMAIN)
+                                    for j in range(i, min(self.entries, i + 10000))))
+            os.rename(path + ".tmp", path)
+        return path
+
+    def run_once(self, relay, ctx):
+        lst = self.list_file(ctx)
+        os.makedirs(relay.dir, exist_ok=True)
+        return self.mx2(relay.dir, lst) if relay.name == "mx2" else self.postfix(relay.dir, lst)
+
+    def mx2(self, wd, lst):
+        out, problems = os.path.join(wd, "big.mdb"), []
+        t = time.monotonic()
+        r = subprocess.run([harness.binpath("mx2map"), "build", "-o", out, "--domain",
+                            MAP_DOMAIN, "--list", lst], capture_output=True, text=True,
+                           timeout=600)
+        m = {"build_s": time.monotonic() - t, "entries": self.entries,
+             "map_bytes": file_size(out), "summary": (r.stdout + r.stderr).strip()[-300:]}
+        if r.returncode != 0 or ("wrote %d keys" % (self.entries + 2)) not in r.stdout:
+            problems.append("mx2map build exit %d: %s" % (r.returncode, m["summary"]))
+        q = subprocess.run([harness.binpath("mx2map"), "query", out,
+                            "U%07d@Example.JP" % (self.entries - 1)], capture_output=True)
+        if q.returncode != 0:
+            problems.append("mx2map query of the last key failed")
+        if self.maplookup and not problems:
+            r = subprocess.run([self.maplookup, out, str(self.entries), "1000000", "5"],
+                               capture_output=True, text=True, timeout=600)
+            try:
+                res = json.loads(r.stdout)
+                m["lookup"] = res
+                m["lookup_ns"] = res["median_ns"]
+            except ValueError:
+                res = None
+            if r.returncode != 0 or res is None:
+                problems.append("maplookup exit %d: %s" % (r.returncode, r.stderr.strip()))
+        elif not self.maplookup:
+            m["lookup_note"] = "maplookup not built (tests/bench/run compiles it)"
+        if problems:
+            m["error"] = "; ".join(problems)
+        return m
+
+    def postfix(self, wd, lst):
+        etc = os.path.join(wd, "etc")
+        os.makedirs(etc, exist_ok=True)
+        with open(os.path.join(etc, "main.cf"), "w") as f:
+            f.write("compatibility_level = 3.6\n")
+        table = os.path.join(etc, "big")
+        shutil.copyfile(lst, table)
+        t = time.monotonic()
+        r = subprocess.run([os.path.join(POSTFIX_SBIN, "postmap"), "-c", etc, "lmdb:" + table],
+                           capture_output=True, text=True, timeout=600)
+        m = {"build_s": time.monotonic() - t, "entries": self.entries,
+             "map_bytes": file_size(table + ".lmdb")}
+        problems = []
+        if r.returncode != 0:
+            problems.append("postmap exit %d: %s" % (r.returncode, r.stderr.strip()[-300:]))
+        q = subprocess.run([os.path.join(POSTFIX_SBIN, "postmap"), "-c", etc, "-q",
+                            "u%07d@%s" % (self.entries - 1, MAP_DOMAIN), "lmdb:" + table],
+                           capture_output=True, text=True)
+        if q.returncode != 0 or q.stdout.strip() != "x":
+            problems.append("postmap -q of the last key: exit %d %r" % (q.returncode, q.stdout))
+        if problems:
+            m["error"] = "; ".join(problems)
+        return m
 
 
 def human_size(n):
@@ -771,7 +1352,7 @@ def human_size(n):
     return "%dB" % n
 
 
-def make_scenarios(quick):
+def make_scenarios(quick, maplookup=None):
     q = quick
     return [
         AcceptScenario(2048, 1, 300 if q else 1000),
@@ -782,6 +1363,9 @@ def make_scenarios(quick):
         IdleScenario(500),
         IdleScenario(10000, relays=("mx2",)),
         DrainScenario(5000 if q else 20000),
+        LatencyScenario(300 if q else 1000),
+        RecoveryScenario(20000 if q else 100000),
+        MapScenario(1000000, maplookup),
     ]
 
 
@@ -1010,11 +1594,12 @@ def main():
     ap.add_argument("--tmpdir", default=None, help="where spools go (default: $TMPDIR or /tmp)")
     ap.add_argument("--skip-checks", action="store_true", help="skip the preflight checks")
     ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    ap.add_argument("--maplookup", help="the compiled tests/bench/maplookup.c (run builds it)")
     a = ap.parse_args()
     runs = a.runs or (3 if a.quick else 5)
     if runs < 1:
         ap.error("--runs must be at least 1")
-    scenarios = make_scenarios(a.quick)
+    scenarios = make_scenarios(a.quick, a.maplookup and os.path.abspath(a.maplookup))
     if a.only:
         scenarios = [s for s in scenarios if any(o in s.name for o in a.only)]
     if a.list:
@@ -1028,7 +1613,7 @@ def main():
         if not os.access(harness.binpath(prog), os.X_OK):
             log("missing %s (build mx2 first, or pass --bin)" % harness.binpath(prog))
             return 1
-    for prog in ("postfix", "postconf", "postmap", "postqueue", "smtp-source"):
+    for prog in ("postfix", "postconf", "postmap", "postqueue", "smtp-source", "smtp-sink"):
         if not os.access(os.path.join(POSTFIX_SBIN, prog), os.X_OK):
             log("missing %s/%s (tests/bench/run installs postfix)" % (POSTFIX_SBIN, prog))
             return 1
@@ -1070,9 +1655,12 @@ def main():
                     wd = tempfile.mkdtemp(prefix="%s%d." % (name[0], i), dir=workroot)
                     opts = dict(sc.relay_opts(name), map_keys=keys)
                     relay = make_relay(name, wd, opts)
+                    ctx = {"results": results, "workroot": workroot, "keys": keys,
+                           "run": i + 1}
                     try:
-                        relay.start()
-                        m = sc.run_once(relay, results)
+                        if sc.start_relay:
+                            relay.start()
+                        m = sc.run_once(relay, ctx)
                     except (BenchError, OSError, subprocess.SubprocessError) as e:
                         m = {"error": "%s: %s" % (type(e).__name__, e)}
                     finally:
