@@ -15,6 +15,9 @@
  * before the callback returns: one scratch buffer serves every connection, so
  * ten thousand idle connections hold no read memory. */
 #define CONN_READ_SIZE (64 * 1024)
+/* A peer that sends commands but never reads its replies must not make us
+ * queue output without bound: reading stops above this much unsent output. */
+#define CONN_OUT_HIGH (256 * 1024)
 static char conn_scratch[CONN_READ_SIZE];
 
 struct conn_wreq {
@@ -135,7 +138,8 @@ conn_set_timeout(struct conn *c, uint64_t timeout_ms)
 static void
 conn_update_reading(struct conn *c)
 {
-    int want = !c->closing && !c->paused && !c->eof && buf_avail(&c->in) < c->in_max;
+    int want = !c->closing && !c->paused && !c->eof && buf_avail(&c->in) < c->in_max &&
+               c->out_pending < CONN_OUT_HIGH;
 
     if (want && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, conn_on_alloc, conn_on_read) == 0)
@@ -176,8 +180,19 @@ conn_on_write(uv_write_t *req, int status)
         conn_close(c);
         return;
     }
-    if (c->close_after_write && c->out_pending == 0)
-        conn_close(c);
+    if (c->close_after_write) {
+        if (c->out_pending == 0)
+            conn_close(c);
+        return;
+    }
+    /* Output drained: read again if we had stopped for it, and let the
+     * owner go on with input it left buffered while its replies were
+     * unread (an owner may stop early on its own output mark). */
+    if (c->paused)
+        return;
+    conn_update_reading(c);
+    if (buf_avail(&c->in) > 0)
+        c->ops->on_read(c);
 }
 
 static void
@@ -345,4 +360,8 @@ conn_close_after_write(struct conn *c)
     }
     c->close_after_write = 1;
     conn_pause(c);
+    /* A peer that never reads must not hold the connection forever. */
+    if (c->timeout_ms == 0)
+        c->timeout_ms = 30000;
+    conn_touch(c);
 }

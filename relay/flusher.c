@@ -50,6 +50,7 @@ struct fl_msg {
     int64_t next_attempt;
     enum fl_route route;
     unsigned active : 1, hold : 1, in_round : 1;
+    unsigned opbusy;               /* operator actions being written */
     uint64_t size;
     uint32_t npending;             /* recipients still to deliver */
     uint64_t domains;              /* bit i: a recipient in relay_domains[i] */
@@ -302,7 +303,7 @@ fl_schedule(struct flusher *fl, struct fl_msg *m, int64_t when)
 {
     fl_heap_remove(&fl->heap[m->route], m);
     m->next_attempt = when;
-    if (!m->hold && !m->active)
+    if (!m->hold && !m->active && m->opbusy == 0)
         fl_heap_push(&fl->heap[m->route], m);
 }
 
@@ -549,6 +550,7 @@ fl_resolve_done(uv_work_t *w, int status)
     }
     {
         struct fl_msg *m = fl_find(fl, r->qid);
+        fl->nconn[FL_BOUNCE]--; /* the slot fl_kick reserved for this lookup */
         if (m != NULL) {
             if (r->n == 0)
                 fl_bounce_unroutable(fl, m, r->err);
@@ -557,6 +559,7 @@ fl_resolve_done(uv_work_t *w, int status)
         }
     }
     free(r);
+    fl_kick(fl);
 }
 
 static void
@@ -597,11 +600,14 @@ fl_op_done(struct writer_job *job)
     int rc = job->result != 0 ? job->result : o->op.result;
 
     fl->pending_work--;
+    if (m != NULL && m->opbusy > 0)
+        m->opbusy--;
     if (rc == 0 && m != NULL && !m->active) {
         switch (o->op.kind) {
         case SPOOL_OP_DELETE:
             log_info("%s: removed (deleted by the operator)", m->qid);
             fl_forget(fl, m);
+            m = NULL;
             break;
         case SPOOL_OP_HOLD:
             if (!m->hold) {
@@ -624,6 +630,9 @@ fl_op_done(struct writer_job *job)
             break;
         }
     }
+    if (m != NULL && !m->active && !m->hold &&
+        m->opbusy == 0 && m->heap_idx == SIZE_MAX && !fl->stopping)
+        fl_schedule(fl, m, m->next_attempt); /* back to the scheduler */
     if (o->cb)
         o->cb(o->arg, rc);
     free(o);
@@ -634,6 +643,15 @@ fl_op_done(struct writer_job *job)
 static void
 fl_op_submit(struct flusher *fl, struct fl_op *o)
 {
+    struct fl_msg *m = fl_find(fl, o->op.qid);
+
+    /* Until the action is written, the scheduler must not start an attempt
+     * on the message (a hold would otherwise be answered "held" while a
+     * delivery is under way). */
+    if (m != NULL) {
+        m->opbusy++;
+        fl_heap_remove(&fl->heap[m->route], m);
+    }
     memset(&o->job, 0, sizeof(o->job));
     o->job.kind = WRITER_UPDATE;
     o->job.ops = &o->op;
@@ -804,13 +822,24 @@ fl_on_dsn_committed(struct writer_job *job)
 
     fl->pending_work--;
     if (job->result != 0) {
-        /* Without the DSN durable, the original must stay: retry later. */
+        /* Without the DSN durable the original must stay, but what the
+         * primary accepted is still recorded (never resent): keep the
+         * recipients' outcomes, drop "DSN sent" and the removal, and come
+         * back for the notification later. */
+        size_t k = 0;
         log_warn("%s: cannot queue the delivery status notification: %s", a->msg->qid,
                  mx2_strerror(job->result));
-        a->msg->active = 0;
-        if (!fl->stopping)
-            fl_schedule(fl, a->msg, fl_now() + fl->cfg->retry_min);
-        fl_attempt_free(a);
+        free(a->denv.rcpts);
+        a->denv.rcpts = NULL;
+        for (size_t i = 0; i < a->nops; i++)
+            if (a->ops[i].kind == SPOOL_OP_RCPT)
+                a->ops[k++] = a->ops[i];
+        a->nops = k;
+        a->nrelayed = 0;
+        a->deleting = 0;
+        a->down_deferral = 0;
+        a->next_attempt = fl_now() + fl->cfg->retry_min;
+        fl_submit_update(a);
         return;
     }
     fl->stats.dsn_sent++;
@@ -941,6 +970,14 @@ fl_attempt_finish(struct fl_attempt *a, const struct smtpc_result *why)
     size_t pending = 0, *bounced = xcalloc(env->nrcpt ? env->nrcpt : 1, sizeof(size_t));
     size_t nb = 0;
     int expired;
+
+    /* The ops below point at result texts the writer reads later: they must
+     * live in the attempt, not in the caller's `why`. */
+    if (why != NULL) {
+        for (size_t i = 0; i < a->n; i++)
+            a->res[i] = *why;
+        why = NULL;
+    }
 
     for (size_t i = 0; i < a->n; i++) {
         struct envelope_rcpt *r = &env->rcpts[a->idx[i]];
@@ -1148,6 +1185,8 @@ fl_bounce_unroutable(struct flusher *fl, struct fl_msg *m, int err)
     log_info("%s: bounce destination temporarily unresolvable: %s", m->qid, dns_strerror(err));
     m->active = 0;
     fl_schedule(fl, m, fl_now() + fl->cfg->retry_min);
+    if (m->ops != NULL)
+        fl_op_start_waiting(fl, m);
 }
 
 /* ---- connections ---- */
@@ -1367,7 +1406,7 @@ fl_on_fail(struct smtpc *c, struct smtpc_msg *msg, const struct smtpc_result *wh
     if (fl->stopping)
         return;
     log_info("%s", why->text);
-    if (fc->route == FL_PRIMARY) {
+    if (fc->route == FL_PRIMARY && !fc->reached) {
         fl->down_why = *why;
         if (fl->down_why.code / 100 != 4)
             fl->down_why.code = 0;
@@ -1377,13 +1416,17 @@ fl_on_fail(struct smtpc *c, struct smtpc_msg *msg, const struct smtpc_result *wh
         return;
     }
     fc->ti = fc->ntargets; /* no more */
-    if (fc->route == FL_PRIMARY)
+    /* Only a primary we could not even talk to is down; a transaction
+     * that failed half-way defers that message, not the whole queue. */
+    if (fc->route == FL_PRIMARY && !fc->reached)
         fl_set_primary(fl, 0);
     else if (fc->bmsg != NULL) {
         struct fl_msg *m = fc->bmsg;
         fc->bmsg = NULL;
         m->active = 0;
         fl_schedule(fl, m, sched_next_attempt(fl->cfg, fl_now(), 1, fl->seed++));
+        if (m->ops != NULL)
+            fl_op_start_waiting(fl, m);
     }
 }
 
@@ -1409,8 +1452,11 @@ fl_on_close(struct smtpc *c)
         fc->next->prev = fc->prev;
     if (fc->bmsg != NULL) {
         fc->bmsg->active = 0;
-        if (!fl->stopping)
+        if (!fl->stopping) {
             fl_schedule(fl, fc->bmsg, fl_now() + fl->cfg->retry_min);
+            if (fc->bmsg->ops != NULL)
+                fl_op_start_waiting(fl, fc->bmsg);
+        }
     }
     free(fc);
     if (!fl->stopping)
@@ -1430,7 +1476,8 @@ fl_kick(struct flusher *fl)
     /* Expiry runs even while the primary is down: walk from the oldest. */
     for (m = fl->ahead; m != NULL && sched_expired(fl->cfg, m->arrival, now);) {
         struct fl_msg *next = m->anext;
-        if (!m->active && !m->hold && m->route == FL_PRIMARY && !fl->primary.up)
+        if (!m->active && !m->hold && m->opbusy == 0 && m->route == FL_PRIMARY &&
+            !fl->primary.up)
             fl_expire(fl, m);
         m = next;
     }
@@ -1639,8 +1686,10 @@ flusher_flush_wait(struct flusher *fl, flusher_round_cb done, void *arg)
         fl->round_active = 1;
         fl->round_waiting = 0;
         fl->round_delivered = fl->round_deferred = fl->round_bounced = 0;
+        /* mx2's own DSNs are not part of an operator's flush round: their
+         * destinations are the senders' servers, not the primary. */
         for (struct fl_msg *m = fl->ahead; m != NULL; m = m->anext)
-            if (!m->hold) {
+            if (!m->hold && !m->opbusy && m->route == FL_PRIMARY) {
                 m->in_round = 1;
                 fl->round_waiting++;
             }

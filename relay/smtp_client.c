@@ -723,6 +723,10 @@ smtpc_quit(struct smtpc *c)
         conn_set_timeout(&c->conn, 2000);
         return;
     }
-    c->failed = 1; /* the owner asked: nothing to report */
+    /* The owner asked: nothing to report, unless a message was under way —
+     * then on_fail (from the close callback) lets its outcome be recorded
+     * as deferred instead of vanishing. */
+    if (c->msg == NULL)
+        c->failed = 1;
     conn_close(&c->conn);
 }

@@ -120,6 +120,13 @@ smtpd_flush(struct smtpd_session *s)
 /* ---- the transaction ---- */
 
 static void
+smtpd_on_unlinked(uv_fs_t *req)
+{
+    uv_fs_req_cleanup(req);
+    free(req);
+}
+
+static void
 smtpd_tmp_discard(struct smtpd_session *s)
 {
     /* Close and unlink the temp file. Both are short metadata calls on a file
@@ -131,10 +138,8 @@ smtpd_tmp_discard(struct smtpd_session *s)
     }
     if (s->tmppath != NULL) {
         uv_fs_t *req = xmalloc(sizeof(*req));
-        if (uv_fs_unlink(s->conn.tcp.loop, req, s->tmppath, (uv_fs_cb)uv_fs_req_cleanup) != 0)
+        if (uv_fs_unlink(s->conn.tcp.loop, req, s->tmppath, smtpd_on_unlinked) != 0)
             free(req);
-        else
-            req->data = NULL;
         free(s->tmppath);
         s->tmppath = NULL;
     }
@@ -329,6 +334,13 @@ smtpd_cmd_rcpt(struct smtpd_session *s, struct smtp_cmd *cmd)
         smtpd_reply_err(s, rc, text);
         return;
     }
+    /* A recipient given twice is delivered once (as Postfix's cleanup
+     * does), and repeats cost no memory. */
+    for (size_t i = 0; i < s->nrcpt; i++)
+        if (strcmp(s->rcpts[i].address, text) == 0) {
+            smtpd_reply(s, 250, "2.1.5 Ok");
+            return;
+        }
     if (s->nrcpt == s->rcpt_cap) {
         s->rcpt_cap = s->rcpt_cap ? 2 * s->rcpt_cap : 4;
         s->rcpts = xrealloc(s->rcpts, s->rcpt_cap * sizeof(*s->rcpts));
@@ -837,6 +849,10 @@ smtpd_process(struct smtpd_session *s)
             smtpd_enter_state(s, SMTPD_S_QUIT);
             break;
         }
+        /* A client that pipelines without reading its replies: stop
+         * handling commands until the output drains (conn resumes us). */
+        if (c->out_pending + buf_avail(&s->out) > SMTPD_OUT_HIGH)
+            break;
         if (s->errors > SMTPD_ERROR_LIMIT) {
             log_info("too many errors from unknown[%s]", c->peer_ip);
             smtpd_reply_err(s, MX2_E_TOO_MANY_ERRORS, NULL);
@@ -881,8 +897,9 @@ smtpd_process(struct smtpd_session *s)
         return;
     }
     if (c->eof && !c->closing && s->state != SMTPD_S_COMMIT && s->state != SMTPD_S_SPILL) {
-        /* Client went away (a DATA in progress is dropped: never acked). */
-        conn_close(c);
+        /* Client went away (a DATA in progress is dropped: never acked);
+         * replies to what it sent before its EOF still go out. */
+        conn_close_after_write(c);
     }
 }
 
@@ -926,6 +943,11 @@ smtpd_on_timeout(struct conn *c)
 
     if (s->state == SMTPD_S_COMMIT || s->state == SMTPD_S_SPILL) {
         conn_touch(c); /* our own disk is slow; not the client's fault */
+        return;
+    }
+    if (s->state == SMTPD_S_QUIT || c->close_after_write) {
+        /* The last replies were never read: give up on them. */
+        conn_close(c);
         return;
     }
     log_info("timeout after %s from unknown[%s]", smtpd_state_names[s->state], c->peer_ip);
@@ -1011,7 +1033,7 @@ smtpd_session_shutdown(struct smtpd_session *s)
     default:
         break;
     }
-    if (s->conn.closing)
+    if (s->conn.closing || s->state == SMTPD_S_QUIT)
         return;
     if (s->state != SMTPD_S_TLS) {
         smtpd_reply(s, 421, "4.3.2 %s Service shutting down", smtpd_cfg(s)->hostname);

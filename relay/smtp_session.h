@@ -53,6 +53,7 @@ enum smtpd_state {
 #define SMTPD_BODY_MEM (48 * 1024)  /* body kept in memory before spilling to a file */
 #define SMTPD_MAX_RECEIVED 50       /* more Received: headers is a mail loop */
 #define SMTPD_ERROR_LIMIT 20        /* error replies before 421 and close */
+#define SMTPD_OUT_HIGH (64 * 1024)  /* unsent replies before commands wait */
 
 struct smtpd_rcpt {
     char *address; /* "local@domain" as it will be given to the primary */

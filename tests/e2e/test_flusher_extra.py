@@ -142,3 +142,24 @@ def test_notify_success_passed_on_when_primary_offers_dsn(tmp_path):
         d.close()
         primary.stop()
         relay.stop()
+
+
+def test_many_bounces_all_delivered(tmp_path):
+    # Regression: bounce connection slots were leaked, so after two DSNs no
+    # further DSN was ever sent.
+    primary = Sink(rcpt_default="550 5.1.1 no such user").start()
+    relay = Sink().start()
+    d = Mx2d(tmp_path, primary=["[127.0.0.1]:%d" % primary.port],
+             bounce_relay="[127.0.0.1]:%d" % relay.port).start()
+    try:
+        for _ in range(6):
+            send(d)
+        assert relay.wait_messages(6, 20), d.read_log()
+        deadline = time.time() + 10
+        while time.time() < deadline and d.ctl("queue").stdout.strip() != "Mail queue is empty":
+            time.sleep(0.2)
+        assert d.ctl("queue").stdout.strip() == "Mail queue is empty"
+    finally:
+        d.close()
+        primary.stop()
+        relay.stop()

@@ -548,3 +548,32 @@ def test_tls_garbage_handshake_does_not_hurt(tmp_path, tls_files):
 
 def test_sigterm_exits_zero(mx2):
     assert mx2.stop() == 0
+
+
+def test_client_that_never_reads_replies_is_bounded(tmp_path):
+    # Pipelining commands without ever reading the replies must neither grow
+    # mx2d's memory nor hold the connection past the timeout.
+    d = make(tmp_path, smtp_timeout="2s").start()
+    try:
+        s = socket.create_connection(("127.0.0.1", d.port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setblocking(False)
+        t0 = time.time()
+        closed = False
+        while time.time() - t0 < 12:
+            try:
+                s.send(b"EHLO a\r\n" * 512)
+            except BlockingIOError:
+                time.sleep(0.02)
+            except OSError:
+                closed = True
+                break
+        rss_kb = int([l for l in open("/proc/%d/status" % d.proc.pid)
+                      if l.startswith("VmHWM")][0].split()[1])
+        s.close()
+        assert closed, "connection still open after 12 s with smtp_timeout=2s"
+        assert rss_kb < 64 * 1024, "peak RSS %d KiB" % rss_kb
+        with smtplib.SMTP("127.0.0.1", d.port) as c:
+            assert c.noop()[0] == 250
+    finally:
+        d.close()
