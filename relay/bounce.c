@@ -609,7 +609,7 @@ bounce_compose(const struct bounce_info *info, const struct bounce_rcpt *rcpts, 
         if (gmtime_r(&tt, &tm) != NULL && tm.tm_year + 1900 <= 9999)
             strftime(stamp, sizeof(stamp), "%Y%m%d%H%M%S", &tm);
         buf_reset(&hdr);
-        static const char kind_letter[] = {'F', 'D', 'S'};
+        static const char kind_letter[] = {'F', 'D', 'S', 'R'};
         buf_appendf(&hdr, "<%s.%s.%c@%s>", stamp, bounce_empty(info->qid) ? "mx2" : info->qid,
                     kind_letter[info->kind], info->hostname);
         bounce_field(&h, &tmp, "Message-ID", hdr.data, true);

@@ -133,10 +133,14 @@ class Mx2d:
 
     def close(self):
         try:
-            self.stop()
+            rc = self.stop()
         finally:
             if getattr(self, "logf", None):
                 self.logf.close()
+        # A daemon that crashed, or that a sanitizer stopped (ASan/UBSan/LSan
+        # exit non-zero), fails the test even if the mail flowed.
+        if rc not in (None, 0, -9):
+            raise AssertionError("mx2d exited with %s:\n%s" % (rc, self.read_log()[-4000:]))
 
     def ctl(self, *args, check=False):
         return subprocess.run([binpath("mx2ctl"), "-c", self.conf] + list(args),
