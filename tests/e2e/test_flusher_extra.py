@@ -163,3 +163,49 @@ def test_many_bounces_all_delivered(tmp_path):
         d.close()
         primary.stop()
         relay.stop()
+
+
+def send_utf8(d):
+    r = Raw(d.port)
+    r.reply()
+    r.cmd("EHLO client.test")
+    assert r.cmd("MAIL FROM:<sender@sender.test> SMTPUTF8 BODY=8BITMIME")[0] == 250
+    assert r.cmd("RCPT TO:<alice@example.jp>")[0] == 250
+    assert r.cmd("DATA")[0] == 354
+    r.send("Subject: =?utf-8?q?caf=C3=A9?=\r\nFrom: Zoë <sender@sender.test>\r\n\r\ncafé\r\n.\r\n".encode())
+    code, text = r.reply()
+    assert code == 250, text
+    r.cmd("QUIT")
+
+
+def test_smtputf8_message_to_primary_without_smtputf8_bounces_5_6_7(tmp_path):
+    primary = Sink(smtputf8=False).start()
+    relay = Sink().start()
+    d = Mx2d(tmp_path, primary=["[127.0.0.1]:%d" % primary.port],
+             bounce_relay="[127.0.0.1]:%d" % relay.port).start()
+    try:
+        send_utf8(d)
+        assert relay.wait_messages(1, 10), d.read_log()
+        body = relay.messages[0].data.decode("utf-8", "replace")
+        assert re.search(r"^Status: 5\.6\.7", body, re.M), body
+        assert primary.messages == []
+        assert "dsn=5.6.7, status=bounced" in d.read_log()
+    finally:
+        d.close()
+        primary.stop()
+        relay.stop()
+
+
+def test_smtputf8_passed_on_when_offered(tmp_path):
+    primary = Sink(smtputf8=True).start()
+    d = Mx2d(tmp_path, primary=["[127.0.0.1]:%d" % primary.port]).start()
+    try:
+        send_utf8(d)
+        assert primary.wait_messages(1, 10), d.read_log()
+        m = primary.messages[0]
+        assert "SMTPUTF8" in m.mail_params
+        assert "café".encode() in m.data
+        assert primary.violations == []
+    finally:
+        d.close()
+        primary.stop()
