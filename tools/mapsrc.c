@@ -352,7 +352,8 @@ struct mapsrc_entry {
 static void
 mapsrc_entry_append(struct mapsrc_entry *e, const char *p, size_t n)
 {
-    if (e->len + n + 1 > e->cap) {
+    /* Written so that no sum can wrap: e->len < e->cap once text exists. */
+    if (e->text == NULL || n >= e->cap - e->len) {
         e->cap = (e->len + n + 1) * 2;
         e->text = xrealloc(e->text, e->cap);
     }

@@ -407,7 +407,7 @@ addr_parse_path(const char *s, size_t len, unsigned flags, struct addr_path *out
 {
     struct cur c;
     size_t b = 0, e = len;
-    int rc, bracket;
+    int bracket;
 
     memset(out, 0, sizeof(*out));
     while (b < e && is_blank((unsigned char)s[b]))
@@ -435,10 +435,12 @@ addr_parse_path(const char *s, size_t len, unsigned flags, struct addr_path *out
             out->flags = ADDR_F_NULL;
             return 0;
         }
-        if (peek(&c) == '@' && (rc = parse_route(&c, out)) != 0)
+        /* Every parse error is reported as MX2_E_BAD_ADDRESS below, so the
+         * inner code is not kept. */
+        if (peek(&c) == '@' && parse_route(&c, out) != 0)
             goto bad;
     }
-    if ((rc = parse_mailbox(&c, out)) != 0)
+    if (parse_mailbox(&c, out) != 0)
         goto bad;
     if (bracket) {
         if (peek(&c) != '>')

@@ -298,7 +298,7 @@ config_hostport(const char *s, uint16_t default_port, struct mx2_hostport *out, 
     {
         unsigned long port = 0;
         size_t n = 0;
-        for (; config_is_digit(rest[n]) && n < 6; n++)
+        for (; n < 6 && config_is_digit(rest[n]); n++)
             port = port * 10 + (unsigned long)(rest[n] - '0');
         if (n == 0 || rest[n] != '\0' || port == 0 || port > 65535) {
             *why = "the port must be a number from 1 to 65535";

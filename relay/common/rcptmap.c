@@ -469,9 +469,9 @@ rcptmap_strcat3(const char *a, const char *b, const char *c)
     size_t la = strlen(a), lb = strlen(b), lc = strlen(c);
     char *s = xmalloc(la + lb + lc + 1);
 
-    memcpy(s, a, la);
-    memcpy(s + la, b, lb);
-    memcpy(s + la + lb, c, lc + 1);
+    /* stpcpy, not three memcpy: each copy visibly ends in a NUL, and the
+     * size above is exact. */
+    stpcpy(stpcpy(stpcpy(s, a), b), c);
     return s;
 }
 
