@@ -23,16 +23,18 @@
 #      whose mx2d is a wrapper that execs the real one under memcheck, one log
 #      per process; any error or definite leak in a log fails the run. No
 #      change to tests/e2e is needed. By hand, from the repo root:
-#        d=$(mktemp -d); for t in mx2map mx2ctl; do ln -s $PWD/build-lint/bin/$t $d/; done
-#        echo "exec valgrind -q --leak-check=full --show-leak-kinds=definite \
-#          --suppressions=$PWD/tests/valgrind.supp --log-file=$d/vg.%p.log \
-#          $PWD/build-lint/bin/mx2d \"\$@\"" >$d/mx2d
-#        chmod +x $d/mx2d
+#        d=$(mktemp -d); chmod 1777 $d
+#        for t in mx2map mx2ctl; do ln -s $PWD/build-lint/bin/$t $d/; done
+#        printf '#!/bin/sh\nexec valgrind -q --vgdb=no --leak-check=full %s %s %s "$@"\n' \
+#          --show-leak-kinds=definite --suppressions=$PWD/tests/valgrind.supp \
+#          "--log-file=$d/vg.%p.log $PWD/build-lint/bin/mx2d" >$d/mx2d
+#        chmod 755 $d/mx2d
 #        MX2_SPOOL_MAPSIZE=1073741824 MX2_BIN=$d MX2_SOURCE_DIR=$PWD \
 #          /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e
 #        find $d -name 'vg.*.log' -size +0   # -q logs only errors: nothing listed = clean
-#      valgrind slows mx2d 20-50x: tests with tight timing may fail from that
-#      alone (pytest's exit is reported apart from memcheck's verdict), and a
+#      valgrind slows mx2d 20-50x: tests with tight timing or RSS bounds may
+#      fail from that alone (pytest's exit is shown, only memcheck fails the
+#      run; logs with errors are kept in /tmp/mx2vg.*), and a
 #      daemon killed with -9 leaves an empty log, which counts as clean.
 #      MX2_SPOOL_MAPSIZE: valgrind cannot map the default 64 GiB spool.
 #
@@ -216,15 +218,20 @@ fi
 if [ "$do_valgrind_e2e" = 1 ]; then
     echo "== valgrind: e2e suite with mx2d under memcheck"
     d=$(mktemp -d /tmp/mx2vg.XXXXXX)
+    # test_privileges runs mx2d as nobody (setpriv): it must read the
+    # wrapper and create its log here, as in /tmp.
+    chmod 1777 "$d"
     for t in "$build"/bin/*; do
         [ "$(basename "$t")" = mx2d ] || ln -s "$t" "$d/"
     done
     # -q: a log holds nothing but errors, so any non-empty log is a failure.
+    # --vgdb=no: no gdbserver FIFOs in /tmp, which a daemon that dropped
+    # privileges cannot unlink (valgrind logs that as an error).
     # Definite leaks count; "possible" ones are interior pointers still held
     # by libuv and mbedTLS when the process is stopped.
     cat >"$d/mx2d" <<EOF
 #!/bin/sh
-exec valgrind -q --leak-check=full --show-leak-kinds=definite \\
+exec valgrind -q --vgdb=no --leak-check=full --show-leak-kinds=definite \\
     --errors-for-leak-kinds=definite --suppressions=$root/tests/valgrind.supp \\
     --log-file=$d/vg.%p.log "$build/bin/mx2d" "\$@"
 EOF
@@ -241,9 +248,18 @@ EOF
         head -80 "$f"
     done
     echo "valgrind-e2e: $(ls "$d"/vg.*.log 2>/dev/null | wc -l) mx2d process(es)," \
-        "$(echo "$bad" | grep -c . || true) with errors; pytest exit $e2erc; logs in $d"
-    [ -z "$bad" ] || failed+=(valgrind-e2e)
-    [ "$e2erc" = 0 ] || failed+=(e2e-under-valgrind)
+        "$(echo "$bad" | grep -c . || true) with errors; pytest exit $e2erc"
+    # Only memcheck's verdict counts: under a 20-50x slowdown and valgrind's
+    # own memory, tests that bound latency or peak RSS fail for reasons that
+    # are not mx2's (test_smtp's 64 MiB VmHWM bound, for one). A crash would
+    # show in the daemon's log as an invalid access.
+    [ "$e2erc" = 0 ] || echo "valgrind-e2e: note: pytest failed under valgrind (see above);" \
+        "timing and RSS bounds do not hold under memcheck, so this alone is not a finding"
+    if [ -z "$bad" ]; then
+        rm -rf "$d"
+    else
+        failed+=(valgrind-e2e)
+    fi
 fi
 
 if [ "${#failed[@]}" -gt 0 ]; then
