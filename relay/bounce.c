@@ -387,6 +387,8 @@ static bool
 bounce_contains(const struct buf *b, const char *needle)
 {
     size_t n = strlen(needle);
+    if (n == 0)
+        return true;
     if (b->len < n)
         return false;
     for (size_t i = 0; i + n <= b->len; i++) {
@@ -606,8 +608,9 @@ bounce_compose(const struct bounce_info *info, const struct bounce_rcpt *rcpts, 
         time_t tt = (time_t)info->now;
         struct tm tm;
         char stamp[32] = "19700101000000";
-        if (gmtime_r(&tt, &tm) != NULL && tm.tm_year + 1900 <= 9999)
-            strftime(stamp, sizeof(stamp), "%Y%m%d%H%M%S", &tm);
+        if (gmtime_r(&tt, &tm) != NULL && tm.tm_year + 1900 <= 9999 &&
+            strftime(stamp, sizeof(stamp), "%Y%m%d%H%M%S", &tm) == 0)
+            snprintf(stamp, sizeof(stamp), "19700101000000");
         buf_reset(&hdr);
         static const char kind_letter[] = {'F', 'D', 'S', 'R'};
         buf_appendf(&hdr, "<%s.%s.%c@%s>", stamp, bounce_empty(info->qid) ? "mx2" : info->qid,

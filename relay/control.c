@@ -646,9 +646,7 @@ control_start(uv_loop_t *loop, const char *path, uid_t uid, gid_t gid, struct co
     if (rc == 0 && chmod(path, 0660) != 0)
         rc = -errno;
     if (rc == 0 && uid != (uid_t)-1) {
-        if (chown(path, uid, gid) != 0)
-            rc = -errno;
-        else if (created_dir && chown(dir, uid, gid) != 0)
+        if (chown(path, uid, gid) != 0 || (created_dir && chown(dir, uid, gid) != 0))
             rc = -errno;
     }
     if (rc == 0)

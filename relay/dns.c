@@ -146,7 +146,7 @@ dns_insert(struct dns_host *out, size_t max, size_t *n, const char *name, unsign
         return; /* worse than everything kept */
     size_t keep = *n < max ? *n : max - 1;
     memmove(&out[at + 1], &out[at], (keep - at) * sizeof(*out));
-    strcpy(out[at].name, name);
+    snprintf(out[at].name, sizeof(out[at].name), "%s", name);
     out[at].pref = pref;
     *n = keep + 1;
 }
@@ -302,7 +302,7 @@ dns_mx_lookup(const char *domain, struct dns_host *out, size_t max, size_t *n)
     res_nclose(&st);
     if (rc == 0 && *n == 0) {
         /* RFC 5321 5.1: no MX, the domain itself is the implicit MX. */
-        strcpy(out[0].name, name);
+        snprintf(out[0].name, sizeof(out[0].name), "%s", name);
         out[0].pref = 0;
         *n = 1;
     }

@@ -886,12 +886,16 @@ fl_queue_dsn(struct fl_attempt *a, const size_t *which, size_t nwhich, enum boun
     for (size_t i = 0; i < nwhich; i++) {
         const struct envelope_rcpt *r = &env->rcpts[which[i]];
         const char *err = r->last_error ? r->last_error : "";
-        int code = atoi(err);
+        int code = 0;
         char ecode[12] = "";
-        /* The stored error reads "550 5.1.1 text": take the enhanced code
-         * if there is one. */
-        if (code >= 200 && code <= 599 && strlen(err) > 4)
-            sscanf(err + 4, "%11[0-9.]", ecode);
+        /* The stored error reads "550 5.1.1 text": the reply code, then the
+         * enhanced code if there is one. */
+        if (err[0] >= '2' && err[0] <= '5' && err[1] >= '0' && err[1] <= '9' && err[2] >= '0' &&
+            err[2] <= '9' && (err[3] == ' ' || err[3] == '\0')) {
+            code = (err[0] - '0') * 100 + (err[1] - '0') * 10 + (err[2] - '0');
+            if (err[3] == ' ' && sscanf(err + 4, "%11[0-9.]", ecode) != 1)
+                ecode[0] = '\0';
+        }
         if (r->state == ENVELOPE_RCPT_BOUNCED && code / 100 != 5)
             snprintf(status[i], sizeof(status[i]), "%s", "4.4.7");
         else

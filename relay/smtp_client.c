@@ -225,59 +225,58 @@ static void
 smtpc_send_mail(struct smtpc *c)
 {
     const struct envelope *env = c->msg->env;
-    char params[512];
-    size_t p = 0;
+    struct buf line = {0};
 
-    params[0] = '\0';
+    buf_appendf(&line, "MAIL FROM:<%s>", env->sender);
     if (c->ehlo.has_size)
-        p += (size_t)snprintf(params + p, sizeof(params) - p, " SIZE=%llu",
-                              (unsigned long long)c->msg->body_len);
+        buf_appendf(&line, " SIZE=%llu", (unsigned long long)c->msg->body_len);
     if ((env->flags & ENVELOPE_F_8BITMIME) && c->ehlo.eightbitmime)
-        p += (size_t)snprintf(params + p, sizeof(params) - p, " BODY=8BITMIME");
+        buf_appendf(&line, " BODY=8BITMIME");
     if ((env->flags & ENVELOPE_F_SMTPUTF8) && c->ehlo.smtputf8)
-        p += (size_t)snprintf(params + p, sizeof(params) - p, " SMTPUTF8");
+        buf_appendf(&line, " SMTPUTF8");
     if (c->ehlo.dsn) {
         if (env->ret == ENVELOPE_RET_FULL)
-            p += (size_t)snprintf(params + p, sizeof(params) - p, " RET=FULL");
+            buf_appendf(&line, " RET=FULL");
         else if (env->ret == ENVELOPE_RET_HDRS)
-            p += (size_t)snprintf(params + p, sizeof(params) - p, " RET=HDRS");
-        if (env->envid != NULL && env->envid[0] != '\0' && p < sizeof(params))
-            p += (size_t)snprintf(params + p, sizeof(params) - p, " ENVID=%s", env->envid);
+            buf_appendf(&line, " RET=HDRS");
+        if (env->envid != NULL && env->envid[0] != '\0')
+            buf_appendf(&line, " ENVID=%s", env->envid);
     }
-    smtpc_write(c, "MAIL FROM:<%s>%s\r\n", env->sender, params);
+    buf_appendf(&line, "\r\n");
+    conn_write(&c->conn, buf_head(&line), buf_avail(&line));
+    buf_free(&line);
 }
 
 static void
 smtpc_send_rcpt(struct smtpc *c, size_t i)
 {
     const struct envelope_rcpt *r = &c->msg->env->rcpts[c->msg->idx[i]];
-    char params[1700];
-    size_t p = 0;
+    struct buf line = {0};
 
-    params[0] = '\0';
+    buf_appendf(&line, "RCPT TO:<%s>", r->address);
     if (c->ehlo.dsn) {
-        if (r->notify != 0) {
-            p += (size_t)snprintf(params + p, sizeof(params) - p, " NOTIFY=");
-            if (r->notify & ENVELOPE_NOTIFY_NEVER)
-                p += (size_t)snprintf(params + p, sizeof(params) - p, "NEVER");
-            else {
-                const char *sep = "";
-                if (r->notify & ENVELOPE_NOTIFY_SUCCESS) {
-                    p += (size_t)snprintf(params + p, sizeof(params) - p, "%sSUCCESS", sep);
-                    sep = ",";
-                }
-                if (r->notify & ENVELOPE_NOTIFY_FAILURE) {
-                    p += (size_t)snprintf(params + p, sizeof(params) - p, "%sFAILURE", sep);
-                    sep = ",";
-                }
-                if (r->notify & ENVELOPE_NOTIFY_DELAY)
-                    p += (size_t)snprintf(params + p, sizeof(params) - p, "%sDELAY", sep);
+        if (r->notify & ENVELOPE_NOTIFY_NEVER) {
+            buf_appendf(&line, " NOTIFY=NEVER");
+        } else if (r->notify != 0) {
+            /* RFC 3461 4.1: a comma-separated list of SUCCESS, FAILURE, DELAY. */
+            const char *sep = " NOTIFY=";
+            if (r->notify & ENVELOPE_NOTIFY_SUCCESS) {
+                buf_appendf(&line, "%sSUCCESS", sep);
+                sep = ",";
             }
+            if (r->notify & ENVELOPE_NOTIFY_FAILURE) {
+                buf_appendf(&line, "%sFAILURE", sep);
+                sep = ",";
+            }
+            if (r->notify & ENVELOPE_NOTIFY_DELAY)
+                buf_appendf(&line, "%sDELAY", sep);
         }
-        if (r->orcpt != NULL && r->orcpt[0] != '\0' && p < sizeof(params))
-            p += (size_t)snprintf(params + p, sizeof(params) - p, " ORCPT=%s", r->orcpt);
+        if (r->orcpt != NULL && r->orcpt[0] != '\0')
+            buf_appendf(&line, " ORCPT=%s", r->orcpt);
     }
-    smtpc_write(c, "RCPT TO:<%s>%s\r\n", r->address, params);
+    buf_appendf(&line, "\r\n");
+    conn_write(&c->conn, buf_head(&line), buf_avail(&line));
+    buf_free(&line);
 }
 
 static void

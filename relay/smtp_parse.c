@@ -367,7 +367,7 @@ parse_mail_rcpt(const char *a, size_t n, unsigned flags, struct smtp_cmd *out)
     const char *kw = out->verb == SMTP_V_MAIL ? "FROM:" : "TO:";
     size_t kwl = strlen(kw), i, end;
     int bad_path = out->verb == SMTP_V_MAIL ? MX2_E_BAD_SENDER : MX2_E_BAD_ADDRESS;
-    int rc_params = 0, rc;
+    int rc_params = 0;
     unsigned aflags;
 
     if (n < kwl || strncasecmp(a, kw, kwl) != 0)
@@ -391,7 +391,7 @@ parse_mail_rcpt(const char *a, size_t n, unsigned flags, struct smtp_cmd *out)
         aflags = (flags & SMTP_PARSE_UTF8) ? ADDR_PARSE_UTF8 : 0;
     }
     /* The path is judged first: a bad address is the more useful reply. */
-    if ((rc = addr_parse_path(a + i, end - i, aflags, &out->path)) != 0)
+    if (addr_parse_path(a + i, end - i, aflags, &out->path) != 0)
         return bad_path;
     return rc_params;
 }

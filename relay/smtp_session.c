@@ -370,8 +370,9 @@ smtpd_received_header(struct smtpd_session *s)
     time_t now = time(NULL);
     struct tm tm;
 
-    localtime_r(&now, &tm);
-    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+    if (localtime_r(&now, &tm) == NULL ||
+        strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm) == 0)
+        snprintf(date, sizeof(date), "Thu, 01 Jan 1970 00:00:00 +0000");
     buf_appendf(&s->body, "Received: from %s (unknown [%s])\r\n", s->helo[0] ? s->helo : "unknown",
                 s->conn.peer_ip);
     if (s->tls_active)

@@ -91,7 +91,7 @@ tls_ctx_server_new(const char *cert_file, const char *key_file, struct tls_ctx *
     int rc;
 
     c->server = 1;
-    if ((rc = tls_ctx_common(c, MBEDTLS_SSL_IS_SERVER, err, errlen)) != 0)
+    if (tls_ctx_common(c, MBEDTLS_SSL_IS_SERVER, err, errlen) != 0)
         goto fail;
     if ((rc = mbedtls_x509_crt_parse_file(&c->cert, cert_file)) != 0) {
         tls_fmt_err(rc, cert_file, err, errlen);
@@ -121,12 +121,15 @@ tls_ctx_client_new(enum mx2_tls_mode mode, const char *ca_file, struct tls_ctx *
     struct tls_ctx *c = xcalloc(1, sizeof(*c));
     int rc;
 
-    if ((rc = tls_ctx_common(c, MBEDTLS_SSL_IS_CLIENT, err, errlen)) != 0)
+    if (tls_ctx_common(c, MBEDTLS_SSL_IS_CLIENT, err, errlen) != 0)
         goto fail;
     if (mode == MX2_TLS_VERIFY) {
-        if (ca_file == NULL || *ca_file == '\0' ||
-            (rc = mbedtls_x509_crt_parse_file(&c->ca, ca_file)) < 0) {
-            tls_fmt_err(rc, ca_file ? ca_file : "primary_tls_ca", err, errlen);
+        if (ca_file == NULL || *ca_file == '\0') {
+            snprintf(err, errlen, "primary_tls = \"verify\" needs primary_tls_ca");
+            goto fail;
+        }
+        if ((rc = mbedtls_x509_crt_parse_file(&c->ca, ca_file)) < 0) {
+            tls_fmt_err(rc, ca_file, err, errlen);
             goto fail;
         }
         mbedtls_ssl_conf_ca_chain(&c->conf, &c->ca, NULL);
