@@ -36,7 +36,7 @@
 #include "writer.h"
 #include "xalloc.h"
 
-#define FL_TICK_MS 500
+#define FL_TICK_MS 100
 #define FL_MAX_TARGETS 32
 #define FL_BOUNCE_CONCURRENCY 2
 #define FL_RESOLVE_TTL 60       /* seconds a resolved primary target list is reused */
