@@ -87,6 +87,13 @@ mx2d_on_map_timer(uv_timer_t *t)
     else if (rc < 0 && !rcptmap_is_open(d->map))
         log_debug("recipient map %s still unavailable: %s", d->cfg.recipient_map,
                   mx2_strerror(rc));
+    else if (rc < 0)
+        /* A broken replacement never takes a good map away: answering from
+         * the last good map beats 451 for everyone (and 550 is never said
+         * for want of a map). The rcptmap layer reports each bad file once. */
+        log_warn("recipient map %s: the new file is unusable (%s); still answering from the "
+                 "previous map",
+                 d->cfg.recipient_map, mx2_strerror(rc));
 }
 
 /* defer_when_primary_up: while the primary answers, new mail is told to
