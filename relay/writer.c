@@ -24,7 +24,7 @@ struct writer {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct writer_job *todo_head, *todo_tail; /* under mu */
+    struct writer_job *queued_head, *queued_tail; /* under mu */
     struct writer_job *done_head, *done_tail; /* under mu */
     int stop;                                 /* under mu */
     int started;
@@ -116,11 +116,11 @@ writer_main(void *arg)
         struct timespec ts;
 
         pthread_mutex_lock(&w->mu);
-        while (w->todo_head == NULL && !w->stop) {
+        while (w->queued_head == NULL && !w->stop) {
             /* Wake every few seconds to refresh the free-space figure. */
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += 5;
-            if (pthread_cond_timedwait(&w->cv, &w->mu, &ts) != 0 && w->todo_head == NULL) {
+            if (pthread_cond_timedwait(&w->cv, &w->mu, &ts) != 0 && w->queued_head == NULL) {
                 uint64_t avail;
                 pthread_mutex_unlock(&w->mu);
                 if (spool_free_space(w->spool, &avail) == 0)
@@ -128,8 +128,8 @@ writer_main(void *arg)
                 pthread_mutex_lock(&w->mu);
             }
         }
-        jobs = w->todo_head;
-        w->todo_head = w->todo_tail = NULL;
+        jobs = w->queued_head;
+        w->queued_head = w->queued_tail = NULL;
         if (jobs == NULL && w->stop) {
             pthread_mutex_unlock(&w->mu);
             return NULL;
@@ -189,7 +189,7 @@ writer_submit(struct writer *w, struct writer_job *job)
 {
     job->next_ = NULL;
     pthread_mutex_lock(&w->mu);
-    writer_append(&w->todo_head, &w->todo_tail, job, job);
+    writer_append(&w->queued_head, &w->queued_tail, job, job);
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
 }

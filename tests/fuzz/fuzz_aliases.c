@@ -14,48 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mapsrc.h"
-#include "rcptmap.h"
+#include "mapsrc_sink.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static size_t fuzz_names, fuzz_bad, fuzz_lines;
-
-static void
-fuzz_on_name(void *arg, const char *name)
-{
-    char key[RCPTMAP_KEY_MAX];
-    const char *at = strchr(name, '@');
-    size_t n = strlen(name);
-
-    if (n == 0)
-        abort();
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)name[i];
-        if (c <= ' ' || c == 0x7f || c == '%' || c == '!' || c == ':' || (c >= 'A' && c <= 'Z'))
-            abort();
-    }
-    if (at != NULL) {
-        if (strchr(at + 1, '@') != NULL)
-            abort();
-        if (rcptmap_normalize_address(name, key, sizeof(key), NULL) < 0)
-            abort();
-        if (strcmp(key, name) != 0)
-            abort(); /* emitted names are already in canonical form */
-    } else if (rcptmap_check_local(name, n, NULL) != 0) {
-        abort();
-    }
-    fuzz_names++;
-}
-
-static void
-fuzz_on_bad(void *arg, const char *file, unsigned long line, const char *reason)
-{
-    if (line == 0 || line > fuzz_lines || reason == NULL || *reason == '\0' ||
-        strcmp(file, "fuzz") != 0)
-        abort();
-    fuzz_bad++;
-}
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -63,10 +24,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct mapsrc_sink sink = {fuzz_on_name, fuzz_on_bad, NULL};
     struct mapsrc_aliases_stats st;
 
-    fuzz_names = fuzz_bad = 0;
-    fuzz_lines = 1;
-    for (size_t i = 0; i < size; i++)
-        fuzz_lines += data[i] == '\n';
+    fuzz_begin(data, size);
     if (mapsrc_aliases_buf((const char *)data, size, "fuzz", &sink, &st) != 0)
         abort();
     if (st.names != fuzz_names || st.bad_lines != fuzz_bad)
