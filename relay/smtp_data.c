@@ -53,11 +53,21 @@ struct emit {
     size_t n;
 };
 
+/* Several errors can apply to one message (a loop that is also too big).
+ * Which one is found first depends on how the bytes were split into reads,
+ * so the reply is chosen by a fixed priority instead: the set of errors is
+ * the same for any split once the terminator is reached (fuzz_smtp_data
+ * checks that). A mail loop is the most specific, then the size, then the
+ * bare newline. */
 static void
 set_error(struct smtp_data *d, int err)
 {
-    if (d->error == 0)
-        d->error = err;
+    unsigned bit = err == MX2_E_LOOP ? 4u : err == MX2_E_TOO_BIG ? 2u : 1u;
+
+    d->errs_ |= bit;
+    d->error = (d->errs_ & 4u)   ? MX2_E_LOOP
+               : (d->errs_ & 2u) ? MX2_E_TOO_BIG
+                                 : MX2_E_BARE_NEWLINE;
 }
 
 /* True if any octet of p[0..n) has its high bit set; 8 octets at a time. */

@@ -28,8 +28,10 @@
  *     unfolded, blanks trimmed).
  *   - Output bytes are counted in size; above max_size sets MX2_E_TOO_BIG.
  *   - Once error is set no more output is produced (the caller discards the
- *     message), but scanning and counting continue to the terminator. The
- *     first error wins. Where exactly the output stops may depend on how
+ *     message), but scanning and counting continue to the terminator. When
+ *     several errors apply, d->error is chosen by priority (loop, then size,
+ *     then bare newline), so the final reply never depends on how the
+ *     client's bytes were split into reads. Where exactly the output stops may depend on how
  *     the input was chunked; everything else (error, size, counters, done,
  *     consumed) never does.
  *   - Lines longer than 998 octets (RFC 5321 4.5.3.1.6) are only counted.
@@ -93,6 +95,7 @@ struct smtp_data {
     unsigned hdr_name_len_;
     char hdr_name_[SMTP_DATA_HDRNAME_MAX];
     bool msgid_done_;
+    unsigned errs_;           /* errors seen (bit set), see set_error() */
 };
 
 /* Start a new message. max_size: max_message_size (0 = none);

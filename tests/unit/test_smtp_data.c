@@ -389,11 +389,20 @@ test_size_limit(void **state)
         assert_int_equal(r.d.bare_lf, 5);
         result_free(&r);
     }
-    /* The first error wins. */
+    /* Several errors: the reply is chosen by priority (loop > size > bare
+     * newline), whatever came first and however the bytes were split. */
     {
         const char m[] = "a\nbbbbbbbbbbbbbbbbbbbb\r\n.\r\n";
         run(m, sizeof(m) - 1, MX2_BARE_REJECT, 5, 50, 0, 4, &r);
-        assert_int_equal(r.error, MX2_E_BARE_NEWLINE);
+        assert_int_equal(r.error, MX2_E_TOO_BIG);
+        result_free(&r);
+    }
+    {
+        /* Too big long before the fourth Received: still a loop. */
+        const char m[] = "Received: a\r\nX: bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\r\n"
+                         "Received: b\r\nReceived: c\r\nReceived: d\r\n\r\nbody\r\n.\r\n";
+        run(m, sizeof(m) - 1, MX2_BARE_NORMALIZE, 20, 3, 0, 4, &r);
+        assert_int_equal(r.error, MX2_E_LOOP);
         result_free(&r);
     }
 }
