@@ -79,9 +79,12 @@ spool_mdb_err(int rc)
     case MDB_CORRUPTED:
     case MDB_PAGE_NOTFOUND:
     case MDB_INVALID:
-    case MDB_VERSION_MISMATCH:
-    case MDB_INCOMPATIBLE:
         return MX2_E_CORRUPT;
+    case MDB_PANIC: /* a failed meta write: this environment is unusable */
+        return MX2_E_PANIC;
+    case MDB_VERSION_MISMATCH: /* another LMDB's lock format: not damage */
+    case MDB_INCOMPATIBLE:
+        return MX2_E_FORMAT;
     default:
         return rc > 0 ? -rc : MX2_E_INTERNAL;
     }
@@ -161,7 +164,7 @@ spool_open_dbs(struct spool *s)
         const unsigned char *p = v.mv_data;
         if (v.mv_size != 4 || p[0] || p[1] || p[2] || p[3] != SPOOL_FORMAT_VERSION) {
             mdb_txn_abort(txn);
-            return MX2_E_CORRUPT;
+            return MX2_E_FORMAT;
         }
     } else if (rc == MDB_NOTFOUND) {
         rc = 0; /* read-only view of a spool that never committed: empty */
@@ -183,6 +186,33 @@ spool_open_dbs(struct spool *s)
     }
     /* Committing (also a read txn) keeps the DBI handles for all later txns. */
     return spool_mdb_err(mdb_txn_commit(txn));
+}
+
+/* LMDB maps the file and trusts it: a data.mdb cut short (a bad disk, a
+ * careless copy) makes the first touch of a missing page kill the process
+ * with SIGBUS, at every start. Check the file covers both meta pages and
+ * every page the meta says is in use before any page is read through the
+ * map (mdb_env_open read the metas with pread). */
+static int
+spool_check_size(struct spool *s, const char *qdir)
+{
+    char *data = spool_join(qdir, "data.mdb");
+    long os_psize = sysconf(_SC_PAGESIZE);
+    MDB_envinfo info;
+    MDB_stat ms;
+    struct stat st;
+    int rc = stat(data, &st) != 0 ? -errno : 0;
+
+    free(data);
+    if (rc != 0)
+        return rc;
+    if (st.st_size < 2 * (off_t)(os_psize > 0 ? os_psize : 4096))
+        return MX2_E_CORRUPT;
+    if (mdb_env_info(s->env, &info) != 0 || mdb_env_stat(s->env, &ms) != 0)
+        return MX2_E_CORRUPT;
+    if ((uint64_t)st.st_size < ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize)
+        return MX2_E_CORRUPT;
+    return 0;
 }
 
 int
@@ -233,7 +263,7 @@ spool_open(const char *dir, unsigned flags, struct spool **out)
         rc = spool_mdb_err(rc);
         goto fail;
     }
-    if ((rc = spool_open_dbs(s)) != 0)
+    if ((rc = spool_check_size(s, qdir)) != 0 || (rc = spool_open_dbs(s)) != 0)
         goto fail;
     if (!(flags & SPOOL_RDONLY)) {
         /* data.mdb and lock.mdb may have just been created: make their
@@ -249,6 +279,39 @@ spool_open(const char *dir, unsigned flags, struct spool **out)
 fail:
     free(qdir);
     spool_close(s);
+    return rc;
+}
+
+int
+spool_set_aside(const char *dir, char *moved_to, size_t n)
+{
+    char *qdir = spool_join(dir, "queue"), *aside = spool_join(dir, "quarantine");
+    char stamp[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    int rc, len;
+
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+    rc = fsio_mkdirs(aside, 0700);
+    for (int i = 0; rc == 0; i++) {
+        len = i == 0 ? snprintf(moved_to, n, "%s/queue.%s", aside, stamp)
+                     : snprintf(moved_to, n, "%s/queue.%s.%d", aside, stamp, i);
+        if (len < 0 || (size_t)len >= n) {
+            rc = -ENAMETOOLONG;
+            break;
+        }
+        /* Never replace an earlier copy (rename would, over an empty dir). */
+        if (access(moved_to, F_OK) == 0 && i < 100)
+            continue;
+        if (rename(qdir, moved_to) != 0)
+            rc = -errno;
+        break;
+    }
+    if (rc == 0 && (rc = fsio_fsync_dir(aside)) == 0)
+        rc = fsio_fsync_dir(dir);
+    free(qdir);
+    free(aside);
     return rc;
 }
 
@@ -383,9 +446,11 @@ spool_put_one(struct spool *s, MDB_txn *txn, struct spool_new *m)
 static int
 spool_commit_txn(struct spool *s, struct spool_new *msgs, size_t n)
 {
-    MDB_txn *txn;
+    MDB_txn *txn = NULL;
     int rc;
 
+    /* A failed begin (MDB_PANIC after a failed meta write) leaves txn unset:
+     * only a transaction that began is aborted. */
     rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     for (size_t i = 0; i < n && rc == 0; i++)
         rc = spool_put_one(s, txn, &msgs[i]);
@@ -393,7 +458,7 @@ spool_commit_txn(struct spool *s, struct spool_new *msgs, size_t n)
         /* The durability point: LMDB writes the dirty pages, fdatasyncs,
          * writes the meta page that makes them reachable, fdatasyncs. */
         rc = mdb_txn_commit(txn);
-    } else {
+    } else if (txn != NULL) {
         mdb_txn_abort(txn);
     }
     rc = spool_mdb_err(rc);
@@ -432,6 +497,54 @@ spool_commit(struct spool *spool, struct spool_new *msgs, size_t n)
         start = end;
     }
     return first_err;
+}
+
+int
+spool_restore(struct spool *s, struct spool_raw *recs, size_t n)
+{
+    MDB_txn *txn;
+    int rc;
+
+    if (s->flags & SPOOL_RDONLY)
+        return MX2_E_INVAL;
+    if ((rc = spool_mdb_err(mdb_txn_begin(s->env, NULL, 0, &txn))) != 0)
+        return rc;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        struct spool_raw *r = &recs[i];
+        MDB_val k = {r->key_len, (void *)r->key}, ev = {r->env_len, (void *)r->env};
+        MDB_val bv = {r->body_len, (void *)r->body};
+        struct envelope e;
+        r->result = MX2_E_CORRUPT;
+        if (envelope_decode(r->env, r->env_len, &e) != 0)
+            continue;
+        int ok = r->key_len == QID_LEN && memcmp(r->key, e.qid, QID_LEN) == 0 &&
+                 r->body != NULL && r->body_len == e.size;
+        envelope_free(&e);
+        if (!ok)
+            continue;
+        int prc = mdb_put(txn, s->dbi_env, &k, &ev, MDB_NOOVERWRITE);
+        if (prc == MDB_KEYEXIST) {
+            r->result = MX2_E_EXISTS;
+            continue;
+        }
+        if (prc == 0)
+            prc = mdb_put(txn, s->dbi_body, &k, &bv, 0);
+        if (prc != 0)
+            rc = spool_mdb_err(prc);
+        else
+            r->result = 0;
+    }
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        for (size_t i = 0; i < n; i++)
+            recs[i].result = rc;
+        return rc;
+    }
+    rc = spool_mdb_err(mdb_txn_commit(txn));
+    if (rc != 0)
+        for (size_t i = 0; i < n; i++)
+            recs[i].result = rc;
+    return rc;
 }
 
 /* ---- state changes ---- */
@@ -541,7 +654,7 @@ spool_op_one(struct spool *s, MDB_txn *txn, struct spool_op *op)
 int
 spool_update(struct spool *spool, struct spool_op *ops, size_t n)
 {
-    MDB_txn *txn;
+    MDB_txn *txn = NULL;
     int rc;
 
     if (spool->flags & SPOOL_RDONLY) {
@@ -554,7 +667,7 @@ spool_update(struct spool *spool, struct spool_op *ops, size_t n)
         rc = spool_op_one(spool, txn, &ops[i]);
     if (rc == 0)
         rc = mdb_txn_commit(txn);
-    else
+    else if (txn != NULL)
         mdb_txn_abort(txn);
     rc = spool_mdb_err(rc);
     if (rc != 0)
@@ -755,49 +868,214 @@ spool_clean_tmp(struct spool *s, uint64_t *removed)
     return rc;
 }
 
-/* Bodies without an envelope cannot arise (both are written in one
- * transaction, deleted in one); if a bug ever left one, it is invisible to
- * every reader and only wastes space, so recovery reclaims it. */
-static int
-spool_drop_orphans(struct spool *s)
-{
-    MDB_txn *txn;
-    MDB_cursor *cur;
-    MDB_val k, v, ev;
-    int rc, found = 0;
+/* ---- quarantine ---- */
 
-    if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0)
-        return spool_mdb_err(rc);
-    if ((rc = mdb_cursor_open(txn, s->dbi_body, &cur)) != 0) {
-        mdb_txn_abort(txn);
-        return spool_mdb_err(rc);
+/* Keys of the records being quarantined, deleted once their bytes are safe. */
+struct spool_qlist {
+    MDB_val *key; /* mv_data owned (copied out of the map) */
+    size_t n, cap;
+};
+
+static void
+spool_qlist_add(struct spool_qlist *l, const MDB_val *k)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 16;
+        l->key = xrealloc(l->key, l->cap * sizeof(*l->key));
     }
-    rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-    while (rc == 0) {
-        if (mdb_get(txn, s->dbi_env, &k, &ev) == MDB_NOTFOUND) {
-            if ((rc = mdb_cursor_del(cur, 0)) != 0)
-                break;
-            found++;
+    l->key[l->n].mv_size = k->mv_size;
+    l->key[l->n].mv_data = xmalloc(k->mv_size ? k->mv_size : 1);
+    memcpy(l->key[l->n].mv_data, k->mv_data, k->mv_size);
+    l->n++;
+}
+
+static void
+spool_qlist_free(struct spool_qlist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->key[i].mv_data);
+    free(l->key);
+}
+
+/* Why the record under k cannot be delivered as it stands, or NULL. Sets
+ * *body (mv_data NULL when there is none). */
+static const char *
+spool_record_fault(struct spool *s, MDB_txn *txn, MDB_val *k, const MDB_val *v, MDB_val *body)
+{
+    struct envelope e;
+    const char *why = NULL;
+
+    if (mdb_get(txn, s->dbi_body, k, body) != 0)
+        body->mv_data = NULL, body->mv_size = 0;
+    if (envelope_decode(v->mv_data, v->mv_size, &e) != 0)
+        return "envelope fails its checksum or format checks";
+    if (k->mv_size != QID_LEN || memcmp(k->mv_data, e.qid, QID_LEN) != 0)
+        why = "envelope names another queue ID";
+    else if (body->mv_data == NULL)
+        why = "body missing";
+    else if (body->mv_size != e.size)
+        why = "body length differs from its envelope (truncated)";
+    envelope_free(&e);
+    return why;
+}
+
+/* Write one quarantined value to <qdir>/<name><suffix>, durably (fsync; the
+ * caller fsyncs the directory). Never overwrites: an existing name gets a
+ * counter, so an earlier quarantine of the same key is kept too. */
+static int
+spool_qfile_write(const char *qdir, const char *name, const char *suffix, const MDB_val *v,
+                  char *path, size_t pathsz)
+{
+    int fd = -1, rc;
+
+    for (int i = 0; i < 1000 && fd < 0; i++) {
+        int n = i == 0 ? snprintf(path, pathsz, "%s/%s%s", qdir, name, suffix)
+                       : snprintf(path, pathsz, "%s/%s.%d%s", qdir, name, i, suffix);
+        if (n < 0 || (size_t)n >= pathsz)
+            return -ENAMETOOLONG;
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST)
+            return errno == ENOSPC || errno == EDQUOT ? MX2_E_SPOOL : -errno;
+    }
+    if (fd < 0)
+        return -EEXIST;
+    rc = fsio_write_all(fd, v->mv_data, v->mv_size);
+    if (rc == 0 && fsync(fd) != 0)
+        rc = -errno;
+    close(fd);
+    if (rc != 0)
+        unlink(path);
+    return rc == -ENOSPC || rc == -EDQUOT ? MX2_E_SPOOL : rc;
+}
+
+/* Save one bad record's bytes under quarantine/ and report it. */
+static int
+spool_qsave(struct spool *s, const char *qdir, const MDB_val *k, const MDB_val *env,
+            const MDB_val *body, const char *why, spool_quarantine_cb cb, void *arg)
+{
+    char name[QID_SIZE], path[SPOOL_PATH_MAX];
+    int rc;
+
+    (void)s;
+    spool_key_name(k, name);
+    if (env != NULL && (rc = spool_qfile_write(qdir, name, ".env", env, path, sizeof(path))) != 0)
+        return rc;
+    if (body != NULL && body->mv_data != NULL &&
+        (rc = spool_qfile_write(qdir, name, ".body", body, path, sizeof(path))) != 0)
+        return rc;
+    if (cb != NULL)
+        cb(arg, name, why, qdir);
+    return 0;
+}
+
+/* Move every record that cannot be trusted out of the database into
+ * <dir>/quarantine/: envelopes that do not decode or name another ID, and
+ * envelopes whose body is missing or of the wrong length, go there with their
+ * body (<ID>.env, <ID>.body, the raw stored bytes); bodies without an envelope
+ * (which cannot arise: both are written and deleted in one transaction) go as
+ * <ID>.body. The files are fsync'd, then their directory, and only then are
+ * the records deleted, in one transaction: a crash in between leaves the
+ * record in place (quarantined again, under a new name, at the next start),
+ * never lost. Nothing but these records is touched, so the rest of the queue
+ * is delivered as usual. */
+/* Pass 1 over one DB: save each bad record (see spool_quarantine) and list
+ * its key. No writes happen during it, so the map's pointers stay valid. */
+static int
+spool_qscan(struct spool *s, MDB_txn *txn, MDB_dbi dbi, const char *qdir,
+            struct spool_qlist *l, spool_quarantine_cb cb, void *arg)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v, b, ev;
+    int rc = spool_mdb_err(mdb_cursor_open(txn, dbi, &cur));
+
+    for (int op = MDB_FIRST; rc == 0; op = MDB_NEXT) {
+        const char *why;
+        if ((rc = spool_mdb_err(mdb_cursor_get(cur, &k, &v, (MDB_cursor_op)op))) != 0)
+            break;
+        /* A key that is no queue ID is not a damaged value but a damaged
+         * tree (LMDB reading a page that is not what it thinks): nothing in
+         * it can be deleted safely. The whole database goes aside and is
+         * salvaged (salvage.h). */
+        char name[QID_SIZE];
+        spool_key_name(&k, name);
+        if (k.mv_size != QID_LEN || !qid_valid(name)) {
+            rc = MX2_E_CORRUPT;
+            break;
         }
-        /* After mdb_cursor_del, MDB_NEXT yields the item that followed the
-         * deleted one (LMDB marks the cursor C_DEL and does not advance). */
-        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        if (dbi == s->dbi_env) {
+            if ((why = spool_record_fault(s, txn, &k, &v, &b)) == NULL)
+                continue;
+        } else {
+            if (mdb_get(txn, s->dbi_env, &k, &ev) != MDB_NOTFOUND)
+                continue;
+            why = "body without an envelope";
+            b = v;
+        }
+        if ((rc = fsio_mkdirs(qdir, 0700)) == 0 &&
+            (rc = spool_qsave(s, qdir, &k, dbi == s->dbi_env ? &v : NULL, &b, why, cb, arg)) == 0)
+            spool_qlist_add(l, &k);
     }
-    mdb_cursor_close(cur);
-    if (rc != 0 && rc != MDB_NOTFOUND) {
+    if (rc == MX2_E_NOT_FOUND)
+        rc = 0;
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    return rc;
+}
+
+/* Move every record that cannot be trusted out of the database into
+ * <dir>/quarantine/: envelopes that do not decode or name another ID, and
+ * envelopes whose body is missing or of the wrong length, go there with their
+ * body (<ID>.env, <ID>.body, the raw stored bytes); bodies without an envelope
+ * (which cannot arise: both are written and deleted in one transaction) go as
+ * <ID>.body. The files are fsync'd, then their directory, and only then are
+ * the records deleted, in one transaction: a crash in between leaves the
+ * record in place (quarantined again, under a new name, at the next start),
+ * never lost. Nothing but these records is touched, so the rest of the queue
+ * is delivered as usual. */
+static int
+spool_quarantine(struct spool *s, spool_quarantine_cb cb, void *arg, uint64_t *count)
+{
+    struct spool_qlist envs = {0}, bodies = {0};
+    char *qdir = spool_join(s->dir, "quarantine");
+    MDB_txn *txn;
+    int rc;
+
+    *count = 0;
+    if ((rc = spool_mdb_err(mdb_txn_begin(s->env, NULL, 0, &txn))) != 0) {
+        free(qdir);
+        return rc;
+    }
+    rc = spool_qscan(s, txn, s->dbi_env, qdir, &envs, cb, arg);
+    if (rc == 0)
+        rc = spool_qscan(s, txn, s->dbi_body, qdir, &bodies, cb, arg);
+    if (rc == 0 && envs.n + bodies.n > 0)
+        rc = fsio_fsync_dir(qdir);
+    /* Pass 2: the bytes are durable elsewhere; drop the records. */
+    for (size_t i = 0; rc == 0 && i < envs.n; i++) {
+        int r = mdb_del(txn, s->dbi_body, &envs.key[i], NULL);
+        if (r == 0 || r == MDB_NOTFOUND)
+            r = mdb_del(txn, s->dbi_env, &envs.key[i], NULL);
+        rc = spool_mdb_err(r);
+    }
+    for (size_t i = 0; rc == 0 && i < bodies.n; i++)
+        rc = spool_mdb_err(mdb_del(txn, s->dbi_body, &bodies.key[i], NULL));
+    if (rc == 0 && envs.n + bodies.n > 0) {
+        rc = spool_mdb_err(mdb_txn_commit(txn));
+        if (rc == 0)
+            *count = envs.n + bodies.n;
+    } else {
         mdb_txn_abort(txn);
-        return spool_mdb_err(rc);
     }
-    if (!found) {
-        mdb_txn_abort(txn);
-        return 0;
-    }
-    return spool_mdb_err(mdb_txn_commit(txn));
+    spool_qlist_free(&envs);
+    spool_qlist_free(&bodies);
+    free(qdir);
+    return rc;
 }
 
 int
-spool_recover(struct spool *spool, struct spool_stats *st)
+spool_recover(struct spool *spool, struct spool_stats *st, spool_quarantine_cb cb, void *arg)
 {
+    uint64_t quarantined;
     uint64_t removed;
     int rc;
 
@@ -808,10 +1086,11 @@ spool_recover(struct spool *spool, struct spool_stats *st)
         return rc;
     if ((rc = fsio_fsync_dir(spool->tmpdir)) != 0)
         return rc;
-    if ((rc = spool_drop_orphans(spool)) != 0)
+    if ((rc = spool_quarantine(spool, cb, arg, &quarantined)) != 0)
         return rc;
     rc = spool_stats(spool, st);
     st->tmp_removed = removed;
+    st->quarantined = quarantined;
     return rc;
 }
 

@@ -32,7 +32,11 @@
  * spool_body_close.
  *
  * Errors: 0 or a negative code: MX2_E_NOT_FOUND (no such queue ID),
- * MX2_E_CORRUPT (a record fails to decode, or an unknown spool format),
+ * MX2_E_CORRUPT (a record fails to decode; at open: data.mdb damaged),
+ * MX2_E_FORMAT (at open: a spool format this build does not know),
+ * MX2_E_PANIC (a write failed in a way LMDB cannot undo in this process, e.g.
+ * the meta page write: every later write fails too; what was committed is
+ * intact on disk, and a new process opens it normally),
  * MX2_E_SPOOL (disk or map full: the SMTP reply is 452 4.3.1), MX2_E_INVAL
  * (bad argument, or a write on a read-only spool), -errno (system calls, e.g.
  * -ENOENT when a read-only open finds no spool). LMDB's codes never leak.
@@ -60,6 +64,15 @@ struct spool;
  * Read-only: -ENOENT when <dir>/queue/data.mdb does not exist. */
 int spool_open(const char *dir, unsigned flags, struct spool **out);
 void spool_close(struct spool *spool);
+
+/* A spool that spool_open refuses as MX2_E_CORRUPT (data.mdb shorter than
+ * the pages it uses, or not an LMDB file or not a spool at all) cannot be
+ * read safely record by record. mx2d moves it aside whole so that it can keep
+ * accepting mail into a new one: rename <dir>/queue to
+ * <dir>/quarantine/queue.<UTC time>[.N] (never replacing anything) and fsync
+ * both directories. moved_to (n bytes) receives the new path. The spool must
+ * not be open. MX2_E_FORMAT (a newer format) is never a reason to do this. */
+int spool_set_aside(const char *dir, char *moved_to, size_t n);
 
 /* The directory given to spool_open (borrowed). */
 const char *spool_dir(const struct spool *spool);
@@ -98,6 +111,27 @@ struct spool_new {
  * Returns 0 when every transaction committed (see each result), else the
  * first commit error. Writer thread only. */
 int spool_commit(struct spool *spool, struct spool_new *msgs, size_t n);
+
+/* One record as stored (salvage.h): restored under its own queue ID. */
+struct spool_raw {
+    /* in */
+    const void *key;
+    size_t key_len;
+    const void *env; /* envelope record bytes */
+    size_t env_len;
+    const void *body; /* stored body bytes */
+    size_t body_len;
+    /* out */
+    int result; /* 0 stored; MX2_E_CORRUPT (fails decode, key/ID or body length
+                 * check); MX2_E_EXISTS (the ID is already in this spool) */
+};
+
+/* Store n records byte for byte in ONE transaction, each checked first as
+ * spool_recover checks records. Returns 0 when the transaction committed
+ * (see each result), else the commit's error (nothing stored). Writer or
+ * startup thread only. IDs may be older than this spool's newest: reopen the
+ * spool afterwards so new IDs are issued above them. */
+int spool_restore(struct spool *spool, struct spool_raw *recs, size_t n);
 
 /* ---- state changes ---- */
 
@@ -185,18 +219,28 @@ struct spool_stats {
     uint64_t recipients;     /* recipients still pending or deferred */
     uint64_t bytes;          /* sum of message sizes */
     uint64_t held;           /* messages on hold */
-    uint64_t corrupt;        /* records that do not decode (left in place) */
+    uint64_t corrupt;        /* records that do not decode (walks report them) */
     int64_t oldest_arrival;  /* unix seconds of the oldest message; 0 if empty */
     uint64_t tmp_removed;    /* spool_recover: temp files removed */
+    uint64_t quarantined;    /* spool_recover: records moved to quarantine/ */
 };
 
 /* Figures over one snapshot. */
 int spool_stats(struct spool *spool, struct spool_stats *st);
 
+/* Told about each record spool_recover quarantines: its ID (or the key made
+ * printable), why, and the directory its bytes were saved in. */
+typedef void (*spool_quarantine_cb)(void *arg, const char *qid, const char *why,
+                                    const char *dir);
+
 /* At mx2d startup, before accepting mail: remove everything in <dir>/tmp/
- * (bodies of sessions that never got their 250) and fill *st. Nothing else is
- * needed: only committed messages exist in the database. RW only. */
-int spool_recover(struct spool *spool, struct spool_stats *st);
+ * (bodies of sessions that never got their 250); move every record that
+ * cannot be trusted (envelope fails to decode or names another ID, body
+ * missing or not the length its envelope says, body without envelope) to
+ * <dir>/quarantine/ as <ID>.env / <ID>.body files holding the raw stored
+ * bytes, durably, before deleting it, calling cb (may be NULL) for each; then
+ * fill *st. The rest of the queue is untouched. RW only. */
+int spool_recover(struct spool *spool, struct spool_stats *st, spool_quarantine_cb cb, void *arg);
 
 /* Bytes a new message may use: the smaller of the file system's space
  * available to us (statvfs of the spool dir) and the room left in the map. */

@@ -37,6 +37,7 @@
 #include "fsio.h"
 #include "http.h"
 #include "log.h"
+#include "salvage.h"
 #include "metrics.h"
 #include "rcptmap.h"
 #include "smtp_server.h"
@@ -63,6 +64,7 @@ struct mx2d {
     uv_timer_t map_timer, stop_timer;
     uint64_t stop_started;
     int stopping;
+    int exit_status;
 };
 
 static void
@@ -140,6 +142,8 @@ mx2d_on_stop_timer(uv_timer_t *t)
     mx2d_close_handle((uv_handle_t *)&d->stop_timer);
 }
 
+static void mx2d_stop(struct mx2d *d);
+
 static void
 mx2d_on_signal(uv_signal_t *h, int signum)
 {
@@ -156,8 +160,32 @@ mx2d_on_signal(uv_signal_t *h, int signum)
     }
     if (d->stopping)
         return;
-    d->stopping = 1;
     log_info("%s: stopping (sessions in DATA may finish)", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    mx2d_stop(d);
+}
+
+/* The spool failed a write LMDB cannot undo in this process (writer.h):
+ * every later commit would fail too. What was acknowledged is on disk and
+ * intact, so stop like SIGTERM and exit non-zero: the service manager
+ * (Restart=on-failure) starts a fresh process on the durable state. */
+static void
+mx2d_on_spool_fatal(void *arg)
+{
+    struct mx2d *d = arg;
+
+    log_err("spool %s: a write failed in a way this process cannot recover from (the disk "
+            "refused LMDB's meta page); acknowledged mail is safe on disk; stopping with exit "
+            "status 75 so that mx2d is restarted",
+            d->cfg.spool_dir);
+    d->exit_status = 75; /* EX_TEMPFAIL */
+    if (!d->stopping)
+        mx2d_stop(d);
+}
+
+static void
+mx2d_stop(struct mx2d *d)
+{
+    d->stopping = 1;
     control_stop(d->ctl);
     d->ctl = NULL;
     http_stop(d->http);
@@ -290,6 +318,58 @@ mx2d_check(const char *path, struct mx2_config *cfg, int check_only)
 
 int main(int argc, char **argv);
 
+/* One line per record recovery moved aside (Postfix logs "corrupt" the same
+ * way): the operator finds the bytes under quarantine/ and decides. */
+static void
+main_quarantined(void *arg, const char *qid, const char *why, const char *dir)
+{
+    (void)arg;
+    log_warn("%s: quarantined: %s; its stored bytes are in %s/", qid, why, dir);
+}
+
+/* Open and recover the spool. A data.mdb damaged as a whole (cut short, or
+ * a tree that does not parse) cannot be read safely in place, and refusing to
+ * start would take the backup MX down with it: move it aside (the bytes stay
+ * for the operator), start a new spool and copy into it every record the
+ * damaged one still yields, each checked (salvage.h). */
+static int
+mx2d_open_spool(const char *dir, struct spool **out, struct spool_stats *st)
+{
+    char moved[SPOOL_PATH_MAX];
+    struct salvage_stats sv;
+    int rc = spool_open(dir, 0, out);
+
+    if (rc == 0 && (rc = spool_recover(*out, st, main_quarantined, NULL)) == MX2_E_CORRUPT) {
+        spool_close(*out);
+        *out = NULL;
+    }
+    if (rc != MX2_E_CORRUPT)
+        return rc;
+    if ((rc = spool_set_aside(dir, moved, sizeof(moved))) != 0) {
+        log_err("spool %s: queue database damaged, and cannot be moved aside: %s", dir,
+                mx2_strerror(rc));
+        return MX2_E_CORRUPT;
+    }
+    log_err("spool %s: queue database damaged (cut short or a page that does not parse): "
+            "moved to %s; salvaging what it still holds into a new queue",
+            dir, moved);
+    if ((rc = spool_open(dir, 0, out)) != 0)
+        return rc;
+    rc = salvage_into(*out, moved, &sv);
+    spool_close(*out);
+    *out = NULL;
+    if (rc != 0)
+        return rc;
+    log_err("spool %s: salvaged %llu messages (%llu records refused, %s); what was not "
+            "salvaged stays in %s (queue/README.md, \"Damaged spool\")",
+            dir, (unsigned long long)sv.copied, (unsigned long long)sv.refused,
+            sv.complete ? "read to the end" : "reading stopped at the damage", moved);
+    /* Reopen: IDs are seeded above the salvaged ones. */
+    if ((rc = spool_open(dir, 0, out)) != 0)
+        return rc;
+    return spool_recover(*out, st, main_quarantined, NULL);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -365,16 +445,16 @@ main(int argc, char **argv)
     if (mx2d_drop_privileges(&d.cfg) != 0)
         exit(1);
 
-    if ((rc = spool_open(d.cfg.spool_dir, 0, &d.spool)) != 0)
+    if ((rc = mx2d_open_spool(d.cfg.spool_dir, &d.spool, &st)) != 0)
         log_fatal("spool %s: %s", d.cfg.spool_dir, mx2_strerror(rc));
-    if ((rc = spool_recover(d.spool, &st)) != 0)
-        log_fatal("spool %s: recovery: %s", d.cfg.spool_dir, mx2_strerror(rc));
     log_info("spool %s: %llu messages, %llu recipients pending, %llu bytes; removed %llu "
-             "unfinished temp files",
+             "unfinished temp files; quarantined %llu records",
              d.cfg.spool_dir, (unsigned long long)st.messages, (unsigned long long)st.recipients,
-             (unsigned long long)st.bytes, (unsigned long long)st.tmp_removed);
+             (unsigned long long)st.bytes, (unsigned long long)st.tmp_removed,
+             (unsigned long long)st.quarantined);
     if ((rc = writer_start(d.loop, d.spool, &d.writer)) != 0)
         log_fatal("writer thread: %s", mx2_strerror(rc));
+    writer_on_fatal(d.writer, mx2d_on_spool_fatal, &d);
 
     rc = rcptmap_open(d.cfg.recipient_map, &d.map);
     if (rc != 0)
@@ -425,5 +505,5 @@ main(int argc, char **argv)
     free(d.smtpd.ipbuckets);
     log_info("stopped");
     config_free(&d.cfg);
-    return 0;
+    return d.exit_status;
 }

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "err.h"
 #include "log.h"
 #include "xalloc.h"
 
@@ -29,6 +30,10 @@ struct writer {
     int stop;                                 /* under mu */
     int started;
     _Atomic uint64_t free_space;
+    _Atomic int fatal;                        /* a write failed with MX2_E_PANIC */
+    int fatal_reported;                       /* loop thread */
+    void (*on_fatal)(void *);
+    void *on_fatal_arg;
     struct writer_stats stats; /* under mu */
 };
 
@@ -66,7 +71,8 @@ writer_round(struct writer *w, struct writer_job *jobs)
         for (i = 0, j = jobs; j != NULL; j = j->next_)
             if (j->kind == WRITER_COMMIT)
                 msgs[i++] = j->msg;
-        (void)spool_commit(w->spool, msgs, ncommit);
+        if (spool_commit(w->spool, msgs, ncommit) == MX2_E_PANIC)
+            atomic_store(&w->fatal, 1);
         for (i = 0, j = jobs; j != NULL; j = j->next_)
             if (j->kind == WRITER_COMMIT) {
                 j->msg = msgs[i++];
@@ -82,6 +88,8 @@ writer_round(struct writer *w, struct writer_job *jobs)
                 i += j->nops;
             }
         rc = spool_update(w->spool, ops, nops);
+        if (rc == MX2_E_PANIC)
+            atomic_store(&w->fatal, 1);
         for (i = 0, j = jobs; j != NULL; j = j->next_)
             if (j->kind == WRITER_UPDATE) {
                 memcpy(j->ops, ops + i, j->nops * sizeof(*ops));
@@ -154,6 +162,17 @@ writer_on_async(uv_async_t *a)
         jobs->next_ = NULL;
         jobs->done(jobs);
     }
+    if (atomic_load(&w->fatal) && !w->fatal_reported && w->on_fatal != NULL) {
+        w->fatal_reported = 1;
+        w->on_fatal(w->on_fatal_arg);
+    }
+}
+
+void
+writer_on_fatal(struct writer *w, void (*cb)(void *arg), void *arg)
+{
+    w->on_fatal = cb;
+    w->on_fatal_arg = arg;
 }
 
 int

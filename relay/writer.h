@@ -53,6 +53,11 @@ void writer_submit(struct writer *w, struct writer_job *job);
 /* Finish every queued job (their callbacks run), join the thread, release
  * the async handle. Loop thread; the loop must run for close callbacks. */
 void writer_stop(struct writer *w);
+/* cb(arg) runs once, on the loop thread, after the round whose commit or
+ * update failed with MX2_E_PANIC has delivered its results (those jobs got
+ * the error: nothing of them was acknowledged). Every later write would
+ * fail the same way; the process must restart. */
+void writer_on_fatal(struct writer *w, void (*cb)(void *arg), void *arg);
 /* Last known free bytes of the spool (UINT64_MAX before the first check). */
 uint64_t writer_free_space(const struct writer *w);
 void writer_get_stats(struct writer *w, struct writer_stats *st);

@@ -44,7 +44,9 @@
     X(INTERNAL, 451, "4.3.0", "Local error in processing")                                         \
     X(BAD_SENDER, 501, "5.1.7", "Bad sender address syntax")                                       \
     X(BAD_PARAM, 555, "5.5.4", "Unsupported option")                                               \
-    X(NOT_IMPLEMENTED, 502, "5.5.1", "Command not implemented")
+    X(NOT_IMPLEMENTED, 502, "5.5.1", "Command not implemented")                                   \
+    X(FORMAT, 451, "4.3.0", "Unsupported queue format")                                           \
+    X(PANIC, 451, "4.3.0", "Queue storage failed")
 
 #define MX2_E_BASE (-40000)
 

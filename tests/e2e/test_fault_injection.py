@@ -249,6 +249,50 @@ def test_failed_sync_is_never_acknowledged_and_acked_mail_survives(tmp_path, siz
         sink.stop()
 
 
+def test_failed_meta_page_write_is_not_acked_and_mx2d_restarts_clean(tmp_path):
+    # LMDB's last step of a commit is the meta page, written through an
+    # O_DSYNC descriptor. When that write fails LMDB marks the environment
+    # unusable for this process (MDB_PANIC): mx2d must not acknowledge the
+    # message, must not crash, and must stop with exit status 75 (so that
+    # systemd's Restart=on-failure brings it back); the new process finds
+    # exactly the acknowledged mail.
+    faults = Faults(tmp_path)
+    pport = free_port()
+    sink = Sink(port=pport)
+    d = Mx2d(tmp_path, primary=["[127.0.0.1]:%d" % pport], **fast())
+    start(d, faults.env())
+    try:
+        body_a, body_b, body_c = (make_body(t + "-meta", 900) for t in "abc")
+        assert send(d.port, "a@sender.test", body_a)[0] == 250
+        faults.on("metawrite /queue/data.mdb")
+        code, text = send(d.port, "b@sender.test", body_b)
+        assert code in (451, 452) and " 4.3." in text, (code, text)
+        assert faults.hits("metawrite"), "the fault never reached the meta page"
+        faults.off()
+        try:
+            rc = d.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("mx2d kept running on a dead environment:\n" +
+                                 d.read_log()[-3000:])
+        assert rc == 75, (rc, d.read_log()[-3000:])
+        assert "stopping with exit status 75" in d.read_log()
+        d.logf.close()
+        start(d, faults.env())
+        assert queued_senders(d) == ["a@sender.test"]
+        assert send(d.port, "c@sender.test", body_c)[0] == 250
+        sink.start()
+        assert sink.wait_messages(2, 20), d.read_log()[-3000:]
+        assert wait_until(lambda: queue(d) == [], 10), queue(d)
+        got = {m.mail_from: m for m in sink.messages}
+        assert sorted(got) == ["a@sender.test", "c@sender.test"] and len(sink.messages) == 2
+        assert delivered_intact(got["a@sender.test"], body_a)
+        assert delivered_intact(got["c@sender.test"], body_c)
+    finally:
+        faults.off()
+        d.close()
+        sink.stop()
+
+
 # ---- 1b: mx2map cannot make the new map durable --------------------------
 
 def rcpt_code(port, addr):

@@ -453,7 +453,7 @@ test_recover_and_readonly(void **state)
 
     /* Restart: recovery removes tmp/ and counts what was committed. */
     assert_int_equal(spool_open(tmpl_dir, 0, &sp), 0);
-    assert_int_equal(spool_recover(sp, &st), 0);
+    assert_int_equal(spool_recover(sp, &st, NULL, NULL), 0);
     assert_true(st.tmp_removed == 2);
     assert_true(st.messages == 1);
     assert_true(st.recipients == 2);
@@ -480,7 +480,7 @@ test_recover_and_readonly(void **state)
     strcpy(op.qid, q);
     assert_int_equal(spool_update(sp, &op, 1), MX2_E_INVAL);
     assert_int_equal(spool_tmp_open(sp, &fd, path), MX2_E_INVAL);
-    assert_int_equal(spool_recover(sp, &st), MX2_E_INVAL);
+    assert_int_equal(spool_recover(sp, &st, NULL, NULL), MX2_E_INVAL);
     spool_close(sp);
 
     /* A directory that is not a spool. */
@@ -545,6 +545,188 @@ test_corrupt_record_reported(void **state)
     assert_int_equal(spool_stats(sp, &st), 0);
     assert_true(st.messages == 1 && st.corrupt == 0);
     spool_close(sp);
+}
+
+/* Damage the spool behind its back: apply put/del to one named DB. value
+ * NULL deletes the key; else it is stored as given. */
+static void
+raw_set(const char *db, const char *key, size_t keylen, const void *value, size_t len)
+{
+    char qdir[512];
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_val k = {keylen, (void *)key}, v = {len, (void *)value};
+
+    snprintf(qdir, sizeof(qdir), "%s/queue", tmpl_dir);
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 4);
+    assert_int_equal(mdb_env_open(env, qdir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    if (value == NULL)
+        assert_int_equal(mdb_del(txn, dbi, &k, NULL), 0);
+    else
+        assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+/* The stored value of key in db (malloc'd copy), *len its size. */
+static unsigned char *
+raw_get(const char *db, const char *key, size_t *len)
+{
+    char qdir[512];
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_val k = {QID_LEN, (void *)key}, v;
+    unsigned char *copy;
+
+    snprintf(qdir, sizeof(qdir), "%s/queue", tmpl_dir);
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 4);
+    assert_int_equal(mdb_env_open(env, qdir, MDB_RDONLY, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
+    copy = malloc(v.mv_size);
+    memcpy(copy, v.mv_data, v.mv_size);
+    *len = v.mv_size;
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return copy;
+}
+
+struct qrec {
+    size_t n;
+    char qid[8][QID_SIZE];
+    char why[8][80];
+};
+
+static void
+quarantine_collect(void *arg, const char *qid, const char *why, const char *dir)
+{
+    struct qrec *q = arg;
+
+    assert_non_null(strstr(dir, "/quarantine"));
+    if (q->n < 8) {
+        snprintf(q->qid[q->n], QID_SIZE, "%s", qid);
+        snprintf(q->why[q->n], sizeof(q->why[0]), "%s", why);
+    }
+    q->n++;
+}
+
+/* The file <spool>/quarantine/<name> holds exactly want[0..len). */
+static void
+assert_qfile(const char *name, const unsigned char *want, size_t len)
+{
+    char path[600];
+    unsigned char buf[4096];
+    FILE *f;
+    size_t got;
+
+    snprintf(path, sizeof(path), "%s/quarantine/%s", tmpl_dir, name);
+    f = fopen(path, "rb");
+    if (f == NULL)
+        fail_msg("%s missing", path);
+    got = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    assert_int_equal(got, len);
+    assert_memory_equal(buf, want, len);
+}
+
+/* Recovery moves each kind of untrustworthy record to quarantine/ with its
+ * bytes, reports it, and leaves the good messages alone. */
+static void
+test_recover_quarantines(void **state)
+{
+    struct spool *sp;
+    char good1[QID_SIZE], bad_crc[QID_SIZE], short_body[QID_SIZE], no_body[QID_SIZE],
+        good2[QID_SIZE];
+    unsigned char *env_crc, *env_short, *body_short, *env_nobody, *body_nobody;
+    size_t n_env_crc, n_env_short, n_body_short, n_env_nobody, n_body_nobody;
+    struct spool_stats st;
+    struct walk_rec w = {0};
+    struct qrec q = {0};
+    struct envelope e;
+    (void)state;
+
+    assert_int_equal(spool_open(tmpl_dir, 0, &sp), 0);
+    commit_one(sp, "good1@example.org", 1, good1);
+    commit_one(sp, "crc@example.org", 1, bad_crc);
+    commit_one(sp, "short@example.org", 1, short_body);
+    commit_one(sp, "nobody@example.org", 2, no_body);
+    commit_one(sp, "good2@example.org", 1, good2);
+    spool_close(sp);
+
+    /* A flipped bit in an envelope (CRC), a body cut short, a body gone, and
+     * a body whose envelope is gone (orphan, under a made-up valid ID). */
+    env_crc = raw_get("env", bad_crc, &n_env_crc);
+    env_crc[n_env_crc / 2] ^= 0x01;
+    raw_set("env", bad_crc, QID_LEN, env_crc, n_env_crc);
+    env_short = raw_get("env", short_body, &n_env_short);
+    body_short = raw_get("body", short_body, &n_body_short);
+    raw_set("body", short_body, QID_LEN, body_short, n_body_short - 3);
+    env_nobody = raw_get("env", no_body, &n_env_nobody);
+    body_nobody = raw_get("body", no_body, &n_body_nobody);
+    raw_set("body", no_body, QID_LEN, NULL, 0);
+    raw_set("body", "0000000000001", QID_LEN, "orphan", 6);
+
+    assert_int_equal(spool_open(tmpl_dir, 0, &sp), 0);
+    assert_int_equal(spool_recover(sp, &st, quarantine_collect, &q), 0);
+    assert_int_equal(st.quarantined, 4);
+    assert_int_equal(q.n, 4);
+    /* Envelopes first, in queue order, then orphan bodies. */
+    assert_string_equal(q.qid[0], bad_crc);
+    assert_non_null(strstr(q.why[0], "checksum"));
+    assert_string_equal(q.qid[1], short_body);
+    assert_non_null(strstr(q.why[1], "truncated"));
+    assert_string_equal(q.qid[2], no_body);
+    assert_non_null(strstr(q.why[2], "body missing"));
+    assert_string_equal(q.qid[3], "0000000000001");
+    assert_non_null(strstr(q.why[3], "without an envelope"));
+    /* The rest of the queue is intact and nothing corrupt is left. */
+    assert_true(st.messages == 2 && st.corrupt == 0);
+    assert_int_equal(spool_walk(sp, walk_collect, &w), 0);
+    assert_int_equal(w.n, 2);
+    assert_string_equal(w.qid[0], good1);
+    assert_string_equal(w.qid[1], good2);
+    assert_int_equal(spool_get(sp, bad_crc, &e), MX2_E_NOT_FOUND);
+    spool_close(sp);
+
+    /* The stored bytes, exactly, under the ID's name. */
+    char name[64];
+    snprintf(name, sizeof(name), "%s.env", bad_crc);
+    assert_qfile(name, env_crc, n_env_crc);
+    snprintf(name, sizeof(name), "%s.env", short_body);
+    assert_qfile(name, env_short, n_env_short);
+    snprintf(name, sizeof(name), "%s.body", short_body);
+    assert_qfile(name, body_short, n_body_short - 3);
+    snprintf(name, sizeof(name), "%s.env", no_body);
+    assert_qfile(name, env_nobody, n_env_nobody);
+    assert_qfile("0000000000001.body", (const unsigned char *)"orphan", 6);
+
+    /* A second recovery finds nothing more; a new quarantine of a name
+     * already there never overwrites it. */
+    assert_int_equal(spool_open(tmpl_dir, 0, &sp), 0);
+    memset(&q, 0, sizeof(q));
+    assert_int_equal(spool_recover(sp, &st, quarantine_collect, &q), 0);
+    assert_true(q.n == 0 && st.quarantined == 0 && st.messages == 2);
+    spool_close(sp);
+    raw_set("body", "0000000000001", QID_LEN, "again", 5);
+    assert_int_equal(spool_open(tmpl_dir, 0, &sp), 0);
+    assert_int_equal(spool_recover(sp, &st, NULL, NULL), 0);
+    assert_int_equal(st.quarantined, 1);
+    spool_close(sp);
+    assert_qfile("0000000000001.body", (const unsigned char *)"orphan", 6);
+    assert_qfile("0000000000001.1.body", (const unsigned char *)"again", 5);
+
+    free(env_crc);
+    free(env_short);
+    free(body_short);
+    free(env_nobody);
+    free(body_nobody);
 }
 
 static void
@@ -757,7 +939,7 @@ test_crash_kill9(void **state)
         struct spool_stats st;
         size_t committed = 0, updated = 0;
         assert_int_equal(spool_open(tmpl_dir, 0, &sp), 0);
-        assert_int_equal(spool_recover(sp, &st), 0);
+        assert_int_equal(spool_recover(sp, &st, NULL, NULL), 0);
         assert_true(st.corrupt == 0);
         char *save = NULL;
         for (char *ln = strtok_r(buf, "\n", &save); ln; ln = strtok_r(NULL, "\n", &save)) {
@@ -808,6 +990,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_update_states, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recover_and_readonly, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_record_reported, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recover_quarantines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_full, setup, teardown),
         cmocka_unit_test(test_unstuff),
         cmocka_unit_test_setup_teardown(test_crash_kill9, setup, teardown),

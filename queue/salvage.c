@@ -1,0 +1,221 @@
+/*
+ * salvage.c - see salvage.h. The child reads the damaged copy with LMDB and
+ * writes frames to a pipe; the parent checks and stores them.
+ *
+ * Frame: 4-byte key length, 4-byte envelope length, 8-byte body length
+ * (all host order: both ends are this process image), then the three byte
+ * strings. A missing body is sent with length 0 and fails the parent's
+ * length check unless the envelope says 0 bytes, which it never does (a body
+ * holds at least the terminating CRLF of its last line).
+ */
+#include "salvage.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "fsio.h"
+#include "spool.h"
+#include "xalloc.h"
+
+#define SALVAGE_KEY_MAX 511             /* LMDB's default key size limit */
+#define SALVAGE_ENV_MAX (64u << 20)     /* an envelope is far smaller */
+#define SALVAGE_BODY_MAX (4ull << 30)   /* beyond any max_message_size */
+#define SALVAGE_BATCH_BYTES (64u << 20) /* one transaction's dirty pages */
+#define SALVAGE_BATCH_RECS 256
+
+/* Child exit codes (parent only distinguishes "reached the end"). */
+enum { SALVAGE_CHILD_END = 0, SALVAGE_CHILD_FAILED = 3 };
+
+static int
+salvage_send(int fd, const MDB_val *k, const MDB_val *env, const MDB_val *body)
+{
+    uint32_t kl = (uint32_t)k->mv_size, el = (uint32_t)env->mv_size;
+    uint64_t bl = body ? body->mv_size : 0;
+    unsigned char hdr[16];
+
+    memcpy(hdr, &kl, 4);
+    memcpy(hdr + 4, &el, 4);
+    memcpy(hdr + 8, &bl, 8);
+    if (fsio_write_all(fd, hdr, sizeof(hdr)) != 0 || fsio_write_all(fd, k->mv_data, kl) != 0 ||
+        fsio_write_all(fd, env->mv_data, el) != 0)
+        return -1;
+    return body ? fsio_write_all(fd, body->mv_data, bl) : 0;
+}
+
+/* In the child: walk env forward (or backward) and send every record. Only
+ * async-signal-safe-enough calls matter little here: the parent has no other
+ * threads at this point (salvage.h). Never returns. */
+static void __attribute__((noreturn))
+salvage_child(const char *qdir, int fd, int backward)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbe, dbb;
+    MDB_cursor *cur;
+    MDB_val k, v, b;
+    int rc, op = backward ? MDB_LAST : MDB_FIRST;
+
+    if (mdb_env_create(&env) != 0)
+        _exit(SALVAGE_CHILD_FAILED);
+    mdb_env_set_maxdbs(env, 4);
+    /* NOLOCK: read the copy without touching its lock file. */
+    if (mdb_env_open(env, qdir, MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0600) != 0 ||
+        mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) != 0 ||
+        mdb_dbi_open(txn, "env", 0, &dbe) != 0 || mdb_dbi_open(txn, "body", 0, &dbb) != 0 ||
+        mdb_cursor_open(txn, dbe, &cur) != 0)
+        _exit(SALVAGE_CHILD_FAILED);
+    for (;;) {
+        rc = mdb_cursor_get(cur, &k, &v, (MDB_cursor_op)op);
+        op = backward ? MDB_PREV : MDB_NEXT;
+        if (rc == MDB_NOTFOUND)
+            _exit(SALVAGE_CHILD_END);
+        if (rc != 0)
+            _exit(SALVAGE_CHILD_FAILED);
+        int brc = mdb_get(txn, dbb, &k, &b);
+        if (salvage_send(fd, &k, &v, brc == 0 ? &b : NULL) != 0)
+            _exit(SALVAGE_CHILD_FAILED);
+    }
+}
+
+struct salvage_batch {
+    struct spool_raw rec[SALVAGE_BATCH_RECS];
+    size_t n, bytes;
+};
+
+static void
+salvage_batch_clear(struct salvage_batch *bt)
+{
+    for (size_t i = 0; i < bt->n; i++) {
+        free((void *)bt->rec[i].key);
+        free((void *)bt->rec[i].env);
+        free((void *)bt->rec[i].body);
+    }
+    bt->n = 0;
+    bt->bytes = 0;
+}
+
+static int
+salvage_flush(struct spool *into, struct salvage_batch *bt, struct salvage_stats *st,
+              uint64_t *dups)
+{
+    int rc = bt->n ? spool_restore(into, bt->rec, bt->n) : 0;
+
+    for (size_t i = 0; rc == 0 && i < bt->n; i++) {
+        if (bt->rec[i].result == 0)
+            st->copied++;
+        else if (bt->rec[i].result == MX2_E_EXISTS)
+            (*dups)++; /* the backward walk met the forward one */
+        else
+            st->refused++;
+    }
+    salvage_batch_clear(bt);
+    return rc;
+}
+
+/* Read n bytes or report a short stream (the child ended or died). */
+static int
+salvage_read(int fd, void *buf, size_t n)
+{
+    size_t got;
+    int rc = fsio_read_all(fd, buf, n, &got);
+
+    return rc != 0 ? rc : got == n ? 0 : -EPIPE;
+}
+
+/* One walk: fork the child, store what it sends. *end = the child reached the
+ * end of the database. */
+static int
+salvage_walk(struct spool *into, const char *qdir, int backward, struct salvage_stats *st,
+             int *end)
+{
+    struct salvage_batch *bt = xcalloc(1, sizeof(*bt));
+    uint64_t dups = 0;
+    int p[2], status = 0, rc = 0;
+    pid_t pid;
+
+    *end = 0;
+    if (pipe(p) != 0) {
+        free(bt);
+        return -errno;
+    }
+    pid = fork();
+    if (pid < 0) {
+        rc = -errno;
+        close(p[0]);
+        close(p[1]);
+        free(bt);
+        return rc;
+    }
+    if (pid == 0) {
+        close(p[0]);
+        salvage_child(qdir, p[1], backward);
+    }
+    close(p[1]);
+    for (;;) {
+        unsigned char hdr[16];
+        uint32_t kl, el;
+        uint64_t bl;
+        if (salvage_read(p[0], hdr, sizeof(hdr)) != 0)
+            break;
+        memcpy(&kl, hdr, 4);
+        memcpy(&el, hdr + 4, 4);
+        memcpy(&bl, hdr + 8, 8);
+        if (kl > SALVAGE_KEY_MAX || el > SALVAGE_ENV_MAX || bl > SALVAGE_BODY_MAX)
+            break; /* the child is confused: stop reading it */
+        struct spool_raw *r = &bt->rec[bt->n];
+        memset(r, 0, sizeof(*r));
+        void *key = xmalloc(kl + 1), *env = xmalloc(el + 1), *body = xmalloc(bl + 1);
+        r->key = key;
+        r->env = env;
+        r->body = body;
+        r->key_len = kl;
+        r->env_len = el;
+        r->body_len = bl;
+        bt->n++;
+        if (salvage_read(p[0], key, kl) != 0 || salvage_read(p[0], env, el) != 0 ||
+            salvage_read(p[0], body, bl) != 0) {
+            bt->n--;
+            free(key);
+            free(env);
+            free(body);
+            break;
+        }
+        bt->bytes += kl + el + bl;
+        if ((bt->n == SALVAGE_BATCH_RECS || bt->bytes >= SALVAGE_BATCH_BYTES) &&
+            (rc = salvage_flush(into, bt, st, &dups)) != 0)
+            break;
+    }
+    close(p[0]);
+    if (rc != 0)
+        kill(pid, SIGKILL);
+    pid_t w;
+    do
+        w = waitpid(pid, &status, 0);
+    while (w < 0 && errno == EINTR);
+    if (rc == 0)
+        rc = salvage_flush(into, bt, st, &dups);
+    else
+        salvage_batch_clear(bt);
+    free(bt);
+    *end = w == pid && WIFEXITED(status) && WEXITSTATUS(status) == SALVAGE_CHILD_END;
+    return rc;
+}
+
+int
+salvage_into(struct spool *into, const char *damaged_qdir, struct salvage_stats *st)
+{
+    int end, rc;
+
+    memset(st, 0, sizeof(*st));
+    rc = salvage_walk(into, damaged_qdir, 0, st, &end);
+    st->complete = end;
+    if (rc == 0 && !end)
+        rc = salvage_walk(into, damaged_qdir, 1, st, &end);
+    return rc;
+}
