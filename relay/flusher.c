@@ -128,6 +128,7 @@ struct fl_conn {
     size_t ntargets, ti;
     struct fl_msg *bmsg;           /* bounce route: the one message to carry */
     struct fl_attempt *cur;
+    struct fl_attempt *pnext;      /* pipelined behind cur (smtpc on_next) */
     struct fl_conn *next, *prev;
     unsigned probe : 1, reached : 1;
     int64_t opened;
@@ -1200,11 +1201,16 @@ static void fl_on_done(struct smtpc *c, struct smtpc_msg *msg);
 static void fl_on_fail(struct smtpc *c, struct smtpc_msg *msg, const struct smtpc_result *why);
 static void fl_on_close(struct smtpc *c);
 
+static struct smtpc_msg *fl_on_next(struct smtpc *c);
+static void fl_on_abandon(struct smtpc *c, struct smtpc_msg *msg, const struct smtpc_result *why);
+
 static const struct smtpc_ops fl_smtpc_ops = {
     .on_ready = fl_on_ready,
     .on_done = fl_on_done,
     .on_fail = fl_on_fail,
     .on_close = fl_on_close,
+    .on_next = fl_on_next,
+    .on_abandon = fl_on_abandon,
 };
 
 static void
@@ -1289,15 +1295,17 @@ fl_set_primary(struct flusher *fl, int up)
     }
 }
 
-static void
-fl_start_attempt(struct fl_conn *fc, struct fl_msg *m)
+/* Read the message and set up an attempt of it on fc; NULL when it needs
+ * no network (finished or rescheduled here). */
+static struct fl_attempt *
+fl_prepare_attempt(struct fl_conn *fc, struct fl_msg *m)
 {
     struct flusher *fl = fc->fl;
     struct fl_attempt *a = fl_attempt_new(fl, m);
 
     if (a == NULL) {
         fl_schedule(fl, m, fl_now() + fl->cfg->retry_max);
-        return;
+        return NULL;
     }
     smtpc_relay_name(&fc->c, a->relay, sizeof(a->relay));
     snprintf(a->remote_host, sizeof(a->remote_host), "%s", fc->c.target.host);
@@ -1305,7 +1313,7 @@ fl_start_attempt(struct fl_conn *fc, struct fl_msg *m)
         /* Nothing to send, or too old to try: finish records the expiry. */
         a->n = 0;
         fl_attempt_finish(a, NULL);
-        return;
+        return NULL;
     }
     if ((a->env.flags & ENVELOPE_F_SMTPUTF8) && !fc->c.ehlo.smtputf8) {
         /* RFC 6531 3.4: an SMTPUTF8 message to a server without it fails. */
@@ -1317,7 +1325,7 @@ fl_start_attempt(struct fl_conn *fc, struct fl_msg *m)
                      fc->c.target.host);
         }
         fl_attempt_finish(a, NULL);
-        return;
+        return NULL;
     }
     a->primary_dsn = fc->c.ehlo.dsn;
     a->m.env = &a->env;
@@ -1327,6 +1335,17 @@ fl_start_attempt(struct fl_conn *fc, struct fl_msg *m)
     a->m.n = a->n;
     a->m.res = a->res;
     a->m.data = a;
+    return a;
+}
+
+/* Start the next attempt on an idle connection. */
+static void
+fl_start_attempt(struct fl_conn *fc, struct fl_msg *m)
+{
+    struct fl_attempt *a = fl_prepare_attempt(fc, m);
+
+    if (a == NULL)
+        return;
     fc->cur = a;
     smtpc_send(&fc->c, &a->m);
 }
@@ -1376,13 +1395,55 @@ fl_on_ready(struct smtpc *c)
     fl_start_attempt(fc, m);
 }
 
+/* A message behind the current one on the same connection: what the idle
+ * path would pick next (fl_on_ready). Primary route only; never while
+ * stopping (so no new transaction outlives the shutdown's drain). */
+static struct smtpc_msg *
+fl_on_next(struct smtpc *c)
+{
+    struct fl_conn *fc = c->data;
+    struct flusher *fl = fc->fl;
+    struct fl_msg *m;
+
+    if (fc->route != FL_PRIMARY || fl->stopping || fc->pnext != NULL)
+        return NULL;
+    while ((m = fl_next_due(fl, FL_PRIMARY, fl_now())) != NULL) {
+        struct fl_attempt *a = fl_prepare_attempt(fc, m);
+        if (a != NULL) {
+            fc->pnext = a;
+            return &a->m;
+        }
+    }
+    return NULL;
+}
+
+/* The connection failed after a message was pipelined but before any reply
+ * to it could count: nothing of it was delivered, defer it like the
+ * message in progress (fl_on_fail). */
+static void
+fl_on_abandon(struct smtpc *c, struct smtpc_msg *msg, const struct smtpc_result *why)
+{
+    struct fl_conn *fc = c->data;
+    struct fl_attempt *a = msg->data;
+    struct smtpc_result d = *why;
+
+    fc->pnext = NULL;
+    if (d.code / 100 != 4)
+        d.code = 0;
+    for (size_t i = 0; i < a->n; i++)
+        a->res[i] = d;
+    fl_attempt_finish(a, NULL);
+}
+
 static void
 fl_on_done(struct smtpc *c, struct smtpc_msg *msg)
 {
     struct fl_conn *fc = c->data;
     struct fl_attempt *a = msg->data;
 
-    fc->cur = NULL;
+    /* A pipelined next message is now the one in progress. */
+    fc->cur = fc->pnext;
+    fc->pnext = NULL;
     fl_attempt_finish(a, NULL);
     if (fc->route == FL_BOUNCE)
         smtpc_quit(c); /* one message per bounce connection */
@@ -1651,6 +1712,20 @@ flusher_start(uv_loop_t *loop, const struct mx2_config *cfg, struct spool *spool
     if (rc != 0 && rc != MX2_E_CORRUPT)
         log_warn("queue walk: %s", mx2_strerror(rc));
     log_info("flusher: %zu messages queued%s", fl->nmsgs, w.corrupt ? " (and corrupt records)" : "");
+    /* Messages deferred before a restart would otherwise wait out their
+     * backoff even if the primary came back meanwhile: treat the primary as
+     * unknown-down and probe it at once; a probe that gets through makes
+     * the whole queue due (the same path as a primary coming back). */
+    {
+        int64_t now = (int64_t)time(NULL);
+        for (struct fl_msg *m = fl->ahead; m != NULL; m = m->anext)
+            if (m->route == FL_PRIMARY && !m->hold && m->next_attempt > now) {
+                fl->primary.up = 0;
+                fl->primary.next_probe = 0;
+                log_info("flusher: deferred mail in the queue: probing the primary now");
+                break;
+            }
+    }
     uv_timer_init(loop, &fl->tick);
     fl->tick.data = fl;
     uv_timer_start(&fl->tick, fl_on_tick, 0, FL_TICK_MS);

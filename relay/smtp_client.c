@@ -133,6 +133,11 @@ smtpc_fail(struct smtpc *c, int code, const char *ecode, const char *fmt, ...)
     vsnprintf(why.text, sizeof(why.text), fmt, ap);
     va_end(ap);
     c->msg = NULL;
+    if (c->next != NULL) {
+        struct smtpc_msg *n = c->next;
+        c->next = NULL;
+        c->ops->on_abandon(c, n, &why);
+    }
     c->ops->on_fail(c, m, &why);
     conn_close(&c->conn);
 }
@@ -222,14 +227,14 @@ smtpc_send_b64(struct smtpc *c, const char *s)
 }
 
 static void
-smtpc_send_mail(struct smtpc *c)
+smtpc_send_mail(struct smtpc *c, const struct smtpc_msg *m)
 {
-    const struct envelope *env = c->msg->env;
+    const struct envelope *env = m->env;
     struct buf line = {0};
 
     buf_appendf(&line, "MAIL FROM:<%s>", env->sender);
     if (c->ehlo.has_size)
-        buf_appendf(&line, " SIZE=%llu", (unsigned long long)c->msg->body_len);
+        buf_appendf(&line, " SIZE=%llu", (unsigned long long)m->body_len);
     if ((env->flags & ENVELOPE_F_8BITMIME) && c->ehlo.eightbitmime)
         buf_appendf(&line, " BODY=8BITMIME");
     if ((env->flags & ENVELOPE_F_SMTPUTF8) && c->ehlo.smtputf8)
@@ -248,9 +253,9 @@ smtpc_send_mail(struct smtpc *c)
 }
 
 static void
-smtpc_send_rcpt(struct smtpc *c, size_t i)
+smtpc_send_rcpt(struct smtpc *c, const struct smtpc_msg *m, size_t i)
 {
-    const struct envelope_rcpt *r = &c->msg->env->rcpts[c->msg->idx[i]];
+    const struct envelope_rcpt *r = &m->env->rcpts[m->idx[i]];
     struct buf line = {0};
 
     buf_appendf(&line, "RCPT TO:<%s>", r->address);
@@ -279,8 +284,10 @@ smtpc_send_rcpt(struct smtpc *c, size_t i)
     buf_free(&line);
 }
 
+/* Reset the per-transaction state for c->msg, whose commands are (being)
+ * sent. */
 static void
-smtpc_start_txn(struct smtpc *c)
+smtpc_txn_begin(struct smtpc *c)
 {
     c->expect = 0;
     c->naccepted = 0;
@@ -288,12 +295,25 @@ smtpc_start_txn(struct smtpc *c)
     memset(&c->txn, 0, sizeof(c->txn));
     smtpc_enter_state(c, SMTPC_S_TXN);
     conn_set_timeout(&c->conn, (uint64_t)c->cfg->smtp_timeout * 1000);
-    smtpc_send_mail(c);
+}
+
+/* MAIL, and with PIPELINING every RCPT and DATA, in one write. */
+static void
+smtpc_send_envelope(struct smtpc *c, const struct smtpc_msg *m)
+{
+    smtpc_send_mail(c, m);
     if (c->pipelining) {
-        for (size_t i = 0; i < c->msg->n; i++)
-            smtpc_send_rcpt(c, i);
+        for (size_t i = 0; i < m->n; i++)
+            smtpc_send_rcpt(c, m, i);
         smtpc_write(c, "DATA\r\n");
     }
+}
+
+static void
+smtpc_start_txn(struct smtpc *c)
+{
+    smtpc_txn_begin(c);
+    smtpc_send_envelope(c, c->msg);
 }
 
 void
@@ -344,6 +364,15 @@ smtpc_finish_txn(struct smtpc *c, int rset)
 
     c->msg = NULL;
     c->sent_messages++;
+    if (c->next != NULL) {
+        /* The next transaction is already on the wire behind the "." just
+         * answered (which ended this one whatever its code: no RSET). */
+        c->msg = c->next;
+        c->next = NULL;
+        smtpc_txn_begin(c);
+        c->ops->on_done(c, m);
+        return;
+    }
     if (rset) {
         smtpc_write(c, "RSET\r\n");
         smtpc_enter_state(c, SMTPC_S_RSET);
@@ -365,6 +394,18 @@ smtpc_send_body(struct smtpc *c)
         conn_write(&c->conn, (const char *)c->msg->body, c->msg->body_len);
     conn_write(&c->conn, ".\r\n", 3);
     smtpc_enter_state(c, SMTPC_S_BODY);
+    /* XFORWARD needs its own reply before MAIL: no pipelining across then. */
+    if (c->pipelining && c->ehlo.xforward == 0 && c->ops->on_next != NULL && c->next == NULL &&
+        !c->conn.closing) {
+        struct smtpc_msg *n = c->ops->on_next(c);
+        if (n != NULL) {
+            c->next = n;
+            c->used = 1;
+            for (size_t i = 0; i < n->n; i++)
+                memset(&n->res[i], 0, sizeof(n->res[i]));
+            smtpc_send_envelope(c, n);
+        }
+    }
 }
 
 /* One complete reply in a transaction. */
@@ -386,7 +427,7 @@ smtpc_txn_reply(struct smtpc *c)
                 return;
             }
         } else if (!c->pipelining) {
-            smtpc_send_rcpt(c, 0);
+            smtpc_send_rcpt(c, m, 0);
         }
         return;
     }
@@ -400,7 +441,7 @@ smtpc_txn_reply(struct smtpc *c)
         }
         if (!c->pipelining) {
             if (c->expect <= m->n)
-                smtpc_send_rcpt(c, c->expect - 1);
+                smtpc_send_rcpt(c, m, c->expect - 1);
             else if (c->naccepted > 0)
                 smtpc_write(c, "DATA\r\n");
             else
@@ -654,6 +695,11 @@ smtpc_on_close(struct conn *conn)
         snprintf(why.ecode, sizeof(why.ecode), "4.4.1");
         snprintf(why.text, sizeof(why.text), "connection to %s[%s]:%u lost or refused",
                  c->target.host, c->target.ip, c->target.port);
+        if (c->next != NULL) {
+            struct smtpc_msg *n = c->next;
+            c->next = NULL;
+            c->ops->on_abandon(c, n, &why);
+        }
         c->ops->on_fail(c, m, &why);
     }
     c->ops->on_close(c);

@@ -59,6 +59,18 @@ struct smtpc_ops {
     void (*on_done)(struct smtpc *c, struct smtpc_msg *m);
     void (*on_fail)(struct smtpc *c, struct smtpc_msg *m, const struct smtpc_result *why);
     void (*on_close)(struct smtpc *c);
+    /* Optional. With PIPELINING, right after a message's body and "." are
+     * written, the client asks for the next message and sends its MAIL,
+     * RCPT and DATA behind them in the same write (RFC 2920 3.1: message
+     * content may be the first "command" of a group), saving a round trip
+     * per message. Return NULL for none. Its replies are read after the
+     * end-of-data reply of the previous one; on_done follows for each in
+     * order. */
+    struct smtpc_msg *(*on_next)(struct smtpc *c);
+    /* With on_next: a pipelined message the connection failed before its
+     * transaction began to be answered; called just before on_fail (which
+     * carries the message in progress), with the same reason. */
+    void (*on_abandon)(struct smtpc *c, struct smtpc_msg *m, const struct smtpc_result *why);
 };
 
 struct smtpc_auth {
@@ -99,6 +111,7 @@ struct smtpc {
     struct smtp_ehlo ehlo;
     unsigned tls_active : 1, failed : 1, pipelining : 1, mail_failed : 1, used : 1;
     struct smtpc_msg *msg;
+    struct smtpc_msg *next;  /* pipelined behind msg's end of data (on_next) */
     size_t expect;    /* next reply of the transaction: 0 = MAIL, 1..n = RCPT, n+1 = DATA */
     size_t naccepted;
     struct smtpc_result txn; /* MAIL or DATA failure */
