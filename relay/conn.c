@@ -129,6 +129,13 @@ conn_touch(struct conn *c)
 }
 
 void
+conn_touch_for(struct conn *c, uint64_t ms)
+{
+    if (!c->closing && c->timeout_ms > 0)
+        uv_timer_start(&c->timer, conn_on_timer, ms, 0);
+}
+
+void
 conn_set_timeout(struct conn *c, uint64_t timeout_ms)
 {
     c->timeout_ms = timeout_ms;

@@ -68,6 +68,9 @@ void conn_pause(struct conn *c);
 void conn_resume(struct conn *c);
 /* Restart the idle timer (call on progress). */
 void conn_touch(struct conn *c);
+/* Like conn_touch, but the timer fires after ms instead of timeout_ms (no-op
+ * when the connection has no timeout). */
+void conn_touch_for(struct conn *c, uint64_t ms);
 void conn_set_timeout(struct conn *c, uint64_t timeout_ms);
 void conn_write(struct conn *c, const char *data, size_t len);
 /* Start TLS. Everything still unread in c->in is discarded first: after

@@ -40,6 +40,7 @@
 /* Input handed to the DATA scanner per step (bounds the output reservation). */
 #define SMTPD_DATA_STEP (16 * 1024)
 
+static void smtpd_data_progress(struct smtpd_session *s, size_t n);
 static void smtpd_process(struct smtpd_session *s);
 static void smtpd_on_read(struct conn *c);
 static void smtpd_on_tls_done(struct conn *c, int status);
@@ -405,6 +406,7 @@ smtpd_cmd_data(struct smtpd_session *s, struct smtp_cmd *cmd)
     s->spilled = 0;
     smtpd_received_header(s);
     smtpd_enter_state(s, SMTPD_S_DATA);
+    s->data_deadline = uv_now(s->conn.tcp.loop) + s->conn.timeout_ms;
     smtpd_reply(s, 354, "End data with <CR><LF>.<CR><LF>");
 }
 
@@ -663,6 +665,9 @@ smtpd_on_spilled(uv_fs_t *req)
         return;
     }
     smtpd_enter_state(s, SMTPD_S_DATA);
+    /* Our own disk's time is not taken from the client's budget. */
+    s->data_deadline += uv_now(s->conn.tcp.loop) - s->spill_started;
+    smtpd_data_progress(s, 0);
     conn_resume(&s->conn);
     smtpd_process(s);
 }
@@ -704,6 +709,7 @@ smtpd_spill(struct smtpd_session *s, int final)
     }
     s->fs_inflight = 1;
     smtpd_enter_state(s, SMTPD_S_SPILL);
+    s->spill_started = uv_now(s->conn.tcp.loop);
     conn_pause(&s->conn);
 }
 
@@ -801,6 +807,20 @@ smtpd_commit(struct smtpd_session *s)
     writer_submit(s->srv->writer, &s->job);
 }
 
+/* n more bytes of DATA arrived: refill the budget (SMTPD_MIN_DATA_RATE) and
+ * arm the timer for what is left of it. */
+static void
+smtpd_data_progress(struct smtpd_session *s, size_t n)
+{
+    struct conn *c = &s->conn;
+    uint64_t now = uv_now(c->tcp.loop), cap = now + c->timeout_ms;
+
+    s->data_deadline += (uint64_t)n * 1000 / SMTPD_MIN_DATA_RATE;
+    if (s->data_deadline > cap)
+        s->data_deadline = cap;
+    conn_touch_for(c, s->data_deadline > now ? s->data_deadline - now : 1);
+}
+
 /* Feed buffered input to the scanner. Returns 1 when the session must stop
  * processing for now (spilling, committing, or waiting for more input). */
 static int
@@ -816,7 +836,7 @@ smtpd_feed_data(struct smtpd_session *s)
 
         s->body.len += outlen;
         buf_consume(&c->in, used);
-        conn_touch(c); /* progress: a long DATA is not an idle client */
+        smtpd_data_progress(s, used);
         if (s->scan.done) {
             smtpd_data_end(s);
             return s->state != SMTPD_S_READY;

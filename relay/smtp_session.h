@@ -54,6 +54,13 @@ enum smtpd_state {
 #define SMTPD_MAX_RECEIVED 50       /* more Received: headers is a mail loop */
 #define SMTPD_ERROR_LIMIT 20        /* error replies before 421 and close */
 #define SMTPD_OUT_HIGH (64 * 1024)  /* unsent replies before commands wait */
+/* In DATA smtp_timeout is a budget, not an idle timer: it starts full at
+ * the 354, drains in real time, and every byte received refills it by
+ * 1/SMTPD_MIN_DATA_RATE s (never above smtp_timeout). A client sending at
+ * least this many bytes per second never runs out; one dribbling a byte a
+ * second is cut off about smtp_timeout after the 354 (Postfix:
+ * smtpd_min_data_rate, same default). */
+#define SMTPD_MIN_DATA_RATE 500
 
 struct smtpd_rcpt {
     char *address; /* "local@domain" as it will be given to the primary */
@@ -87,6 +94,8 @@ struct smtpd_session {
     int tmpfd;
     char *tmppath;
     uint64_t spilled;        /* bytes already in the temp file */
+    uint64_t data_deadline;  /* uv_now() ms when the DATA budget runs out */
+    uint64_t spill_started;  /* uv_now() ms when the spill in flight began */
     uv_fs_t fsreq;
     int fs_final;            /* the spill in flight is the last one before commit */
 
