@@ -955,6 +955,7 @@ smtpd_on_tls_done(struct conn *c, int status)
     s->helo[0] = '\0';
     s->esmtp = 0;
     smtpd_enter_state(s, SMTPD_S_INIT);
+    conn_touch(c); /* the first command after TLS gets a whole smtp_timeout */
 }
 
 static void
