@@ -155,6 +155,15 @@ smtpd_server_start(struct smtpd_server *srv, uv_loop_t *loop, const struct mx2_c
     srv->writer = writer;
     srv->spool = spool;
     srv->tls = tls;
+    srv->body_pool_max = SMTPD_BODY_POOL;
+    {
+        /* Tests set a small pool (or 0) to drive the temp-file path. */
+        const char *e = getenv("MX2_BODY_POOL");
+        char *end;
+        unsigned long long v = e ? strtoull(e, &end, 10) : 0;
+        if (e != NULL && *e != '\0' && *end == '\0' && v <= SMTPD_BODY_POOL)
+            srv->body_pool_max = (size_t)v;
+    }
     srv->nipbuckets = 4093;
     srv->ipbuckets = xcalloc(srv->nipbuckets, sizeof(*srv->ipbuckets));
     srv->listeners = xcalloc(cfg->listen_count ? cfg->listen_count : 1, sizeof(uv_tcp_t));

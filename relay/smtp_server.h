@@ -51,6 +51,8 @@ struct smtpd_server {
     struct smtpd_ipcount **ipbuckets;
     size_t nipbuckets;
     struct smtpd_stats stats;
+    size_t body_pool_max;   /* SMTPD_BODY_POOL; env MX2_BODY_POOL (bytes) overrides (tests) */
+    size_t body_pool_used;  /* bytes of it lent to sessions */
     int stopping;
     /* Set by main: answer new mail with a temporary error (defer_when_primary_up). */
     int defer_new_mail;

@@ -41,6 +41,7 @@
 #define SMTPD_DATA_STEP (16 * 1024)
 
 static void smtpd_data_progress(struct smtpd_session *s, size_t n);
+static void smtpd_pool_release(struct smtpd_session *s);
 static void smtpd_process(struct smtpd_session *s);
 static void smtpd_on_read(struct conn *c);
 static void smtpd_on_tls_done(struct conn *c, int status);
@@ -163,10 +164,34 @@ smtpd_reset_transaction(struct smtpd_session *s)
     s->mail_flags = 0;
     s->ret = ENVELOPE_RET_NONE;
     buf_free(&s->body);
+    smtpd_pool_release(s);
     s->spilled = 0;
     smtpd_tmp_discard(s);
     free(s->env.rcpts);
     memset(&s->env, 0, sizeof(s->env));
+}
+
+/* Give back the session's share of the body pool (its buffer has been
+ * freed or is about to be). */
+static void
+smtpd_pool_release(struct smtpd_session *s)
+{
+    s->srv->body_pool_used -= s->pool_held;
+    s->pool_held = 0;
+}
+
+/* The body in memory has reached its allowance: take another piece of the
+ * pool if it has one and the body never went to a file. 1 = keep in memory. */
+static int
+smtpd_pool_grow(struct smtpd_session *s)
+{
+    struct smtpd_server *srv = s->srv;
+
+    if (s->tmpfd >= 0 || srv->body_pool_used + SMTPD_POOL_STEP > srv->body_pool_max)
+        return 0;
+    srv->body_pool_used += SMTPD_POOL_STEP;
+    s->pool_held += SMTPD_POOL_STEP;
+    return 1;
 }
 
 static void
@@ -660,6 +685,12 @@ smtpd_on_spilled(uv_fs_t *req)
         s->spilled += (uint64_t)r;
     }
     buf_reset(&s->body);
+    if (s->pool_held > 0) {
+        /* What the pool held is in the file now: the rest streams through
+         * SMTPD_BODY_MEM, and the big buffer goes. */
+        buf_free(&s->body);
+        smtpd_pool_release(s);
+    }
     if (final) {
         smtpd_commit(s);
         return;
@@ -678,6 +709,9 @@ smtpd_spill(struct smtpd_session *s, int final)
     uv_buf_t b;
     int rc;
 
+    if (s->pool_held > 0)
+        log_debug("body pool exhausted: spilling %zu bytes held in memory from unknown[%s]",
+                  buf_avail(&s->body), s->conn.peer_ip);
     if (s->tmpfd < 0) {
         char path[SPOOL_PATH_MAX];
         /* One open(2) of a new file in our own spool: a metadata call,
@@ -843,7 +877,7 @@ smtpd_feed_data(struct smtpd_session *s)
         }
         if (s->scan.error != 0)
             buf_reset(&s->body); /* the message is refused: keep nothing */
-        if (buf_avail(&s->body) >= SMTPD_BODY_MEM) {
+        if (buf_avail(&s->body) >= SMTPD_BODY_MEM + s->pool_held && !smtpd_pool_grow(s)) {
             smtpd_spill(s, 0);
             if (s->state == SMTPD_S_SPILL)
                 return 1;

@@ -86,7 +86,11 @@ class Faults:
 
 
 def start(d, env=None, prefix=()):
-    """Start d like Mx2d.start, with an environment and a command prefix."""
+    """Start d like Mx2d.start, with an environment and a command prefix.
+    Bodies over 48 KiB go to a temp file (MX2_BODY_POOL=0: no shared
+    in-memory pool), so that "spilled" means spilled in these tests."""
+    env = dict(os.environ if env is None else env)
+    env.setdefault("MX2_BODY_POOL", "0")
     d.logf = open(d.log, "ab")
     d.proc = subprocess.Popen(list(prefix) + [binpath("mx2d"), "-c", d.conf], env=env,
                               stdout=d.logf, stderr=subprocess.STDOUT)
