@@ -1188,10 +1188,19 @@ fl_bounce_unroutable(struct flusher *fl, struct fl_msg *m, int err)
         return;
     }
     log_info("%s: bounce destination temporarily unresolvable: %s", m->qid, dns_strerror(err));
-    m->active = 0;
-    fl_schedule(fl, m, fl_now() + fl->cfg->retry_min);
-    if (m->ops != NULL)
-        fl_op_start_waiting(fl, m);
+    /* A deferral like any other: recorded (attempts, last error for
+     * `mx2ctl queue`), retried with the usual backoff, expired in time. */
+    struct fl_attempt *a = fl_attempt_new(fl, m);
+    struct smtpc_result why;
+    if (a == NULL) {
+        fl_schedule(fl, m, fl_now() + fl->cfg->retry_max);
+        return;
+    }
+    memset(&why, 0, sizeof(why));
+    snprintf(why.ecode, sizeof(why.ecode), "4.4.3");
+    snprintf(why.text, sizeof(why.text), "bounce destination temporarily unresolvable: %s",
+             dns_strerror(err));
+    fl_attempt_finish(a, &why);
 }
 
 /* ---- connections ---- */

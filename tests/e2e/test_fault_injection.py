@@ -580,6 +580,10 @@ def test_bounce_whose_mx_cannot_be_resolved_stays_queued(tmp_path):
         q = dsns(d)
         assert len(q) == 1 and [r["address"] for r in q[0]["recipients"]] == ["s@sender.test"], q
         dsn_id = q[0]["id"]
+        # The deferral is recorded: `mx2ctl queue` says why it waits.
+        assert wait_until(lambda: "temporarily unresolvable" in
+                          (dsns(d) or [{"recipients": [{"last_error": ""}]}])[0]
+                          ["recipients"][0]["last_error"], 10), dsns(d)
         assert [e["sender"] for e in queue(d)] == [""]   # the original is done
         code, text = send(d.port, "other@sender.test", make_body("other", 300),
                           rcpts=("bob@example.jp",))
