@@ -272,15 +272,6 @@ def test_data_at_a_modest_rate_is_not_cut_off(tmp_path):
 
 # ---- broken STARTTLS handshakes and renegotiation ----
 
-@pytest.fixture
-def tls_files(tmp_path):
-    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
-                    "-out", cert, "-days", "2", "-subj", "/CN=mx2.test"], check=True,
-                   capture_output=True)
-    return cert, key
-
-
 def client_hello():
     """A real TLS 1.2 ClientHello record, made by Python's ssl without a socket."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

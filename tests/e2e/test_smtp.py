@@ -475,15 +475,6 @@ def test_spool_full_is_452_and_daemon_keeps_serving(tmp_path):
     assert len(queue_ids(d)) == codes.count(250)
 
 
-@pytest.fixture
-def tls_files(tmp_path):
-    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
-                    "-out", cert, "-days", "2", "-subj", "/CN=mx2.test"], check=True,
-                   capture_output=True)
-    return cert, key
-
-
 def test_starttls(tmp_path, tls_files):
     cert, key = tls_files
     d = make(tmp_path, tls_cert=cert, tls_key=key).start()
