@@ -18,8 +18,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "envelope.h"
 #include "err.h"
 #include "fsio.h"
+#include "qid.h"
 #include "spool.h"
 #include "xalloc.h"
 
@@ -128,6 +130,22 @@ salvage_read(int fd, void *buf, size_t n)
     return rc != 0 ? rc : got == n ? 0 : -EPIPE;
 }
 
+/* Read and drop n bytes (a record refused before its body was read). */
+static int
+salvage_skip(int fd, uint64_t n)
+{
+    unsigned char buf[64 * 1024];
+
+    while (n > 0) {
+        size_t k = n < sizeof(buf) ? (size_t)n : sizeof(buf);
+        int rc = salvage_read(fd, buf, k);
+        if (rc != 0)
+            return rc;
+        n -= k;
+    }
+    return 0;
+}
+
 /* One walk: fork the child, store what it sends. *end = the child reached the
  * end of the database. */
 static int
@@ -169,8 +187,38 @@ salvage_walk(struct spool *into, const char *qdir, int backward, struct salvage_
         if (kl > SALVAGE_KEY_MAX || el > SALVAGE_ENV_MAX || bl > SALVAGE_BODY_MAX)
             break; /* the child is confused: stop reading it */
         struct spool_raw *r = &bt->rec[bt->n];
+        void *key = xmalloc(kl + 1), *env = xmalloc(el + 1), *body = NULL;
+        struct envelope e;
+        int ok;
+        if (salvage_read(p[0], key, kl) != 0 || salvage_read(p[0], env, el) != 0) {
+            free(key);
+            free(env);
+            break;
+        }
+        /* Trust the body length only once the envelope vouches for it (CRC,
+         * ID, size): a confused child cannot make us allocate garbage. */
+        ok = envelope_decode(env, el, &e) == 0;
+        if (ok) {
+            ok = kl == QID_LEN && memcmp(key, e.qid, QID_LEN) == 0 && e.size == bl;
+            envelope_free(&e);
+        }
+        if (ok && (body = malloc(bl ? bl : 1)) == NULL)
+            ok = 0;
+        if (!ok) {
+            free(key);
+            free(env);
+            st->refused++;
+            if (salvage_skip(p[0], bl) != 0)
+                break;
+            continue;
+        }
+        if (salvage_read(p[0], body, bl) != 0) {
+            free(key);
+            free(env);
+            free(body);
+            break;
+        }
         memset(r, 0, sizeof(*r));
-        void *key = xmalloc(kl + 1), *env = xmalloc(el + 1), *body = xmalloc(bl + 1);
         r->key = key;
         r->env = env;
         r->body = body;
@@ -178,14 +226,6 @@ salvage_walk(struct spool *into, const char *qdir, int backward, struct salvage_
         r->env_len = el;
         r->body_len = bl;
         bt->n++;
-        if (salvage_read(p[0], key, kl) != 0 || salvage_read(p[0], env, el) != 0 ||
-            salvage_read(p[0], body, bl) != 0) {
-            bt->n--;
-            free(key);
-            free(env);
-            free(body);
-            break;
-        }
         bt->bytes += kl + el + bl;
         if ((bt->n == SALVAGE_BATCH_RECS || bt->bytes >= SALVAGE_BATCH_BYTES) &&
             (rc = salvage_flush(into, bt, st, &dups)) != 0)

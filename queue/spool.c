@@ -1011,9 +1011,20 @@ spool_qscan(struct spool *s, MDB_txn *txn, MDB_dbi dbi, const char *qdir,
             why = "body without an envelope";
             b = v;
         }
-        if ((rc = fsio_mkdirs(qdir, 0700)) == 0 &&
-            (rc = spool_qsave(s, qdir, &k, dbi == s->dbi_env ? &v : NULL, &b, why, cb, arg)) == 0)
+        int qrc = fsio_mkdirs(qdir, 0700);
+        if (qrc == 0)
+            qrc = spool_qsave(s, qdir, &k, dbi == s->dbi_env ? &v : NULL, &b, why, cb, arg);
+        if (qrc == 0) {
             spool_qlist_add(l, &k);
+        } else if (cb != NULL) {
+            /* No room to save the bytes (or no permission): never delete
+             * what could not be saved. The record stays, refused by every
+             * reader as before, and is tried again at the next start. */
+            char note[160];
+            snprintf(note, sizeof(note), "%s; could not be saved (%s): left in place", why,
+                     mx2_strerror(qrc));
+            cb(arg, name, note, NULL);
+        }
     }
     if (rc == MX2_E_NOT_FOUND)
         rc = 0;

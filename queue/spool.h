@@ -229,7 +229,8 @@ struct spool_stats {
 int spool_stats(struct spool *spool, struct spool_stats *st);
 
 /* Told about each record spool_recover quarantines: its ID (or the key made
- * printable), why, and the directory its bytes were saved in. */
+ * printable), why, and the directory its bytes were saved in; dir is NULL
+ * when they could not be saved (disk full...): the record was left in place. */
 typedef void (*spool_quarantine_cb)(void *arg, const char *qid, const char *why,
                                     const char *dir);
 

@@ -324,7 +324,10 @@ static void
 main_quarantined(void *arg, const char *qid, const char *why, const char *dir)
 {
     (void)arg;
-    log_warn("%s: quarantined: %s; its stored bytes are in %s/", qid, why, dir);
+    if (dir == NULL)
+        log_err("%s: cannot be trusted: %s", qid, why);
+    else
+        log_warn("%s: quarantined: %s; its stored bytes are in %s/", qid, why, dir);
 }
 
 /* Open and recover the spool. A data.mdb damaged as a whole (cut short, or

@@ -601,7 +601,8 @@ raw_get(const char *db, const char *key, size_t *len)
 struct qrec {
     size_t n;
     char qid[8][QID_SIZE];
-    char why[8][80];
+    char why[8][200];
+    int saved[8];
 };
 
 static void
@@ -609,8 +610,10 @@ quarantine_collect(void *arg, const char *qid, const char *why, const char *dir)
 {
     struct qrec *q = arg;
 
-    assert_non_null(strstr(dir, "/quarantine"));
+    if (dir != NULL)
+        assert_non_null(strstr(dir, "/quarantine"));
     if (q->n < 8) {
+        q->saved[q->n] = dir != NULL;
         snprintf(q->qid[q->n], QID_SIZE, "%s", qid);
         snprintf(q->why[q->n], sizeof(q->why[0]), "%s", why);
     }
@@ -727,6 +730,52 @@ test_recover_quarantines(void **state)
     free(body_short);
     free(env_nobody);
     free(body_nobody);
+}
+
+/* When the bytes cannot be saved (here quarantine/ cannot be created: a
+ * file has its name), the record is reported and left in place, never
+ * deleted; the next recovery that can save it quarantines it. */
+static void
+test_quarantine_unsaved_is_left_in_place(void **state)
+{
+    struct spool *sp;
+    char good[QID_SIZE], bad[QID_SIZE], qpath[512];
+    unsigned char *env;
+    size_t n;
+    struct spool_stats st;
+    struct qrec q = {0};
+    FILE *f;
+    (void)state;
+
+    assert_int_equal(spool_open(tmpl_dir, 0, &sp), 0);
+    commit_one(sp, "good@example.org", 1, good);
+    commit_one(sp, "bad@example.org", 1, bad);
+    spool_close(sp);
+    env = raw_get("env", bad, &n);
+    env[n - 1] ^= 0x80; /* the CRC itself */
+    raw_set("env", bad, QID_LEN, env, n);
+    free(env);
+    snprintf(qpath, sizeof(qpath), "%s/quarantine", tmpl_dir);
+    f = fopen(qpath, "w");
+    assert_non_null(f);
+    fclose(f);
+
+    assert_int_equal(spool_open(tmpl_dir, 0, &sp), 0);
+    assert_int_equal(spool_recover(sp, &st, quarantine_collect, &q), 0);
+    assert_int_equal(q.n, 1);
+    assert_string_equal(q.qid[0], bad);
+    assert_int_equal(q.saved[0], 0);
+    assert_non_null(strstr(q.why[0], "left in place"));
+    assert_true(st.quarantined == 0 && st.messages == 2 && st.corrupt == 1);
+    spool_close(sp);
+
+    assert_int_equal(unlink(qpath), 0);
+    memset(&q, 0, sizeof(q));
+    assert_int_equal(spool_open(tmpl_dir, 0, &sp), 0);
+    assert_int_equal(spool_recover(sp, &st, quarantine_collect, &q), 0);
+    assert_true(q.n == 1 && q.saved[0] == 1);
+    assert_true(st.quarantined == 1 && st.messages == 1 && st.corrupt == 0);
+    spool_close(sp);
 }
 
 static void
@@ -991,6 +1040,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_recover_and_readonly, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_record_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recover_quarantines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quarantine_unsaved_is_left_in_place, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_full, setup, teardown),
         cmocka_unit_test(test_unstuff),
         cmocka_unit_test_setup_teardown(test_crash_kill9, setup, teardown),
