@@ -10,7 +10,8 @@
  * Why a child process: LMDB maps the file and trusts its page numbers; a
  * damaged file can make it touch a page past the end (SIGBUS) or follow
  * garbage. The reading happens in a forked child that streams records over a
- * pipe; if it dies, the parent keeps what it had received. The child walks
+ * pipe; if it faults (SIGBUS/SIGSEGV, caught: it exits quietly) or dies,
+ * the parent keeps what it had received. The child walks
  * the env database forward from the first key; when that walk does not reach
  * the end, a second child walks backward from the last key, so records on
  * both sides of a damaged region come back.

@@ -291,8 +291,8 @@ spool_set_aside(const char *dir, char *moved_to, size_t n)
     struct tm tm;
     int rc, len;
 
-    gmtime_r(&now, &tm);
-    strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+    if (gmtime_r(&now, &tm) == NULL || strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm) == 0)
+        snprintf(stamp, sizeof(stamp), "%lld", (long long)now);
     rc = fsio_mkdirs(aside, 0700);
     for (int i = 0; rc == 0; i++) {
         len = i == 0 ? snprintf(moved_to, n, "%s/queue.%s", aside, stamp)
