@@ -1748,6 +1748,13 @@ flusher_enqueue(struct flusher *fl, const char *qid, const struct envelope *env)
     if (fl == NULL || fl->stopping)
         return;
     fl_add(fl, qid, env);
+    /* While the primary is known to be down, a new message would only be
+     * deferred with the known reason: leave that to the next tick, so the
+     * deferrals of everything that arrives meanwhile share one write
+     * transaction, instead of each costing the writer a commit that the
+     * next client's 250 would wait behind. */
+    if (!fl->primary.up && fl->down_why.text[0] != '\0')
+        return;
     fl_kick(fl);
 }
 
