@@ -30,6 +30,7 @@
 #define SALVAGE_BODY_MAX (4ull << 30)   /* beyond any max_message_size */
 #define SALVAGE_BATCH_BYTES (64u << 20) /* one transaction's dirty pages */
 #define SALVAGE_BATCH_RECS 256
+#define SALVAGE_CHILD_SECONDS 600       /* one walk; a sane one takes seconds */
 
 /* Child exit codes (parent only distinguishes "reached the end"). */
 enum { SALVAGE_CHILD_END = 0, SALVAGE_CHILD_FAILED = 3, SALVAGE_CHILD_FAULT = 4 };
@@ -74,6 +75,8 @@ salvage_child(const char *qdir, int fd, int backward)
     MDB_val k, v, b;
     int rc, op = backward ? MDB_LAST : MDB_FIRST;
     struct sigaction sa;
+    unsigned char last[SALVAGE_KEY_MAX];
+    size_t lastlen = 0;
 
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = salvage_on_fault;
@@ -90,13 +93,26 @@ salvage_child(const char *qdir, int fd, int backward)
         mdb_dbi_open(txn, "env", 0, &dbe) != 0 || mdb_dbi_open(txn, "body", 0, &dbb) != 0 ||
         mdb_cursor_open(txn, dbe, &cur) != 0)
         _exit(SALVAGE_CHILD_FAILED);
+    /* A damaged tree could lead the cursor in a circle: keys must keep
+     * going one way, and the walk has a time limit (SIGALRM ends it). */
+    alarm(SALVAGE_CHILD_SECONDS);
     for (;;) {
         rc = mdb_cursor_get(cur, &k, &v, (MDB_cursor_op)op);
         op = backward ? MDB_PREV : MDB_NEXT;
         if (rc == MDB_NOTFOUND)
             _exit(SALVAGE_CHILD_END);
-        if (rc != 0)
+        if (rc != 0 || k.mv_size > SALVAGE_KEY_MAX)
             _exit(SALVAGE_CHILD_FAILED);
+        if (lastlen > 0) {
+            size_t n = k.mv_size < lastlen ? k.mv_size : lastlen;
+            int c = memcmp(k.mv_data, last, n);
+            if (c == 0)
+                c = k.mv_size < lastlen ? -1 : k.mv_size > lastlen ? 1 : 0;
+            if (backward ? c >= 0 : c <= 0)
+                _exit(SALVAGE_CHILD_FAILED);
+        }
+        memcpy(last, k.mv_data, k.mv_size);
+        lastlen = k.mv_size;
         int brc = mdb_get(txn, dbb, &k, &b);
         if (salvage_send(fd, &k, &v, brc == 0 ? &b : NULL) != 0)
             _exit(SALVAGE_CHILD_FAILED);
