@@ -59,6 +59,7 @@
 #include "spool.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -349,6 +350,31 @@ mx2ctl_queue_cb(void *arg, const char *qid, struct envelope *e, int err)
     return q->json ? mx2ctl_queue_json(q, qid, e) : mx2ctl_queue_text(q, qid, e);
 }
 
+/* Quarantined records are not in the queue any more, so the listing cannot
+ * show them; say on stderr that some exist (stdout keeps its format: the
+ * total line stays last). */
+static void
+mx2ctl_quarantine_note(const char *spooldir)
+{
+    char path[4096];
+    DIR *d;
+    struct dirent *de;
+    size_t n = 0;
+
+    snprintf(path, sizeof(path), "%s/quarantine", spooldir);
+    if ((d = opendir(path)) == NULL)
+        return;
+    while ((de = readdir(d)) != NULL)
+        if (de->d_name[0] != '.')
+            n++;
+    closedir(d);
+    if (n > 0)
+        fprintf(stderr,
+                "mx2ctl: %zu item%s in %s: damaged records or a damaged queue set aside at "
+                "startup, not delivered (queue/README.md, \"Damage\")\n",
+                n, n == 1 ? "" : "s", path);
+}
+
 static int
 mx2ctl_cmd_queue(const char *conf, int argc, char **argv)
 {
@@ -364,6 +390,7 @@ mx2ctl_cmd_queue(const char *conf, int argc, char **argv)
     }
     sp = mx2ctl_open_spool(conf);
     rc = spool_walk(sp, mx2ctl_queue_cb, &q);
+    mx2ctl_quarantine_note(spool_dir(sp));
     spool_close(sp);
     if (rc != 0) {
         fflush(stdout);

@@ -79,7 +79,9 @@ def test_corrupt_record_is_quarantined_and_the_rest_delivered(tmp_path):
         assert sink.wait_messages(5, 20), d.read_log()[-2000:]
         time.sleep(1)
         assert sorted(delivered_indexes(sink)) == [0, 1, 2, 4, 5]
-        assert "Mail queue is empty" in d.ctl("queue").stdout
+        r = d.ctl("queue")
+        assert r.stdout.strip() == "Mail queue is empty"  # stdout format unchanged
+        assert "2 items in %s" % qdir in r.stderr, r.stderr  # .env and .body
     finally:
         d.close()
         sink.stop()
