@@ -50,6 +50,7 @@ struct fl_msg {
     int64_t next_attempt;
     enum fl_route route;
     unsigned active : 1, hold : 1, in_round : 1;
+    unsigned round_counted : 1;    /* its outcome is in the flush round's tally */
     unsigned opbusy;               /* operator actions being written */
     uint64_t size;
     uint32_t npending;             /* recipients still to deliver */
@@ -152,6 +153,7 @@ struct fl_attempt {
     int deleting;
     int down_deferral; /* deferred with the primary's failure, no network */
     int primary_dsn;   /* the primary offered DSN for this attempt */
+    uint64_t t_delivered, t_bounced, t_deferred; /* this attempt's outcome, per recipient */
     size_t *relayed;   /* NOTIFY=SUCCESS recipients handed to a non-DSN primary */
     enum bounce_kind dsn_kind;
     size_t nrelayed;
@@ -316,12 +318,24 @@ fl_round_end(struct flusher *fl)
     fl->round_active = 0;
     fl->waiters = NULL;
     for (struct fl_msg *m = fl->ahead; m != NULL; m = m->anext)
-        m->in_round = 0;
+        m->in_round = m->round_counted = 0;
     for (; w != NULL; w = next) {
         next = w->next;
         w->done(w->arg, fl->round_delivered, fl->round_deferred, fl->round_bounced);
         free(w);
     }
+}
+
+/* Add an attempt's outcome to the flush round (once per message). */
+static void
+fl_round_tally(struct flusher *fl, struct fl_attempt *a)
+{
+    if (a->msg->round_counted)
+        return;
+    a->msg->round_counted = 1;
+    fl->round_delivered += a->t_delivered;
+    fl->round_bounced += a->t_bounced;
+    fl->round_deferred += a->t_deferred;
 }
 
 static void
@@ -777,7 +791,10 @@ fl_on_updated(struct writer_job *job)
 
     fl->pending_work--;
     m->active = 0;
-    /* The attempt has been tallied in the round by fl_attempt_finish. */
+    /* Tallied by fl_attempt_finish, unless a flush round began after the
+     * attempt finished but before its record was written: count it now. */
+    if (m->in_round)
+        fl_round_tally(fl, a);
     fl_round_leave(fl, m);
     if (job->result != 0) {
         /* The record failed (disk trouble): try the message again later;
@@ -1050,17 +1067,17 @@ fl_attempt_finish(struct fl_attempt *a, const struct smtpc_result *why)
         if (r->state == ENVELOPE_RCPT_BOUNCED && !(r->flags & ENVELOPE_RF_DSN_SENT))
             bounced[nb++] = i;
     }
-    if (a->msg->in_round) {
-        for (size_t i = 0; i < a->n; i++) {
-            enum envelope_rcpt_state st = env->rcpts[a->idx[i]].state;
-            if (st == ENVELOPE_RCPT_DONE)
-                fl->round_delivered++;
-            else if (st == ENVELOPE_RCPT_BOUNCED)
-                fl->round_bounced++;
-            else
-                fl->round_deferred++;
-        }
+    for (size_t i = 0; i < a->n; i++) {
+        enum envelope_rcpt_state st = env->rcpts[a->idx[i]].state;
+        if (st == ENVELOPE_RCPT_DONE)
+            a->t_delivered++;
+        else if (st == ENVELOPE_RCPT_BOUNCED)
+            a->t_bounced++;
+        else
+            a->t_deferred++;
     }
+    if (a->msg->in_round)
+        fl_round_tally(fl, a);
     a->msg->npending = (uint32_t)pending;
     if (pending > 0) {
         struct spool_op *op = fl_op(a, SPOOL_OP_SCHEDULE);
@@ -1786,6 +1803,7 @@ flusher_flush_wait(struct flusher *fl, flusher_round_cb done, void *arg)
         for (struct fl_msg *m = fl->ahead; m != NULL; m = m->anext)
             if (!m->hold && !m->opbusy && m->route == FL_PRIMARY) {
                 m->in_round = 1;
+                m->round_counted = 0;
                 fl->round_waiting++;
             }
         if (fl->round_waiting == 0) {

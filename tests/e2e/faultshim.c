@@ -20,6 +20,8 @@
  *   write      write, pwrite, writev, pwritev     -> ENOSPC (regular files only)
  *   metawrite  the same calls, only on a descriptor opened with O_DSYNC
  *              (LMDB's meta-page writes)          -> EIO
+ *   slowsync   fdatasync(2) takes 400 ms longer and then succeeds (a slow
+ *              disk: widens the window between a decision and its record)
  * Why these: strace of mx2d, mx2map and LMDB shows that an LMDB commit is
  * pwrite of the pages, fdatasync, then a pwrite of the meta page through an
  * O_DSYNC descriptor; mx2map adds fsync, rename and a directory fsync; the
@@ -39,6 +41,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SHIM_TRIGGER_MAX 4096
@@ -194,6 +197,10 @@ fdatasync(int fd)
     if (shim_fd_fault("fdatasync", fd, 0)) {
         errno = EIO;
         return -1;
+    }
+    if (shim_fd_fault("slowsync", fd, 0)) {
+        struct timespec ts = {0, 400 * 1000 * 1000};
+        nanosleep(&ts, NULL);
     }
     return real_fdatasync(fd);
 }

@@ -297,6 +297,32 @@ def test_failed_meta_page_write_is_not_acked_and_mx2d_restarts_clean(tmp_path):
         sink.stop()
 
 
+def test_flush_round_counts_a_message_whose_record_is_still_being_written(tmp_path):
+    # A flush --wait that starts after a message's attempt was decided but
+    # before its record reached the disk (a slow sync) must still count that
+    # message in its round: once, as deferred (regression: it was dropped
+    # from the tally, "deferred 1" for two deferred messages).
+    faults = Faults(tmp_path)
+    d = Mx2d(tmp_path, primary=["[127.0.0.1]:%d" % free_port()], **fast(retry_min="1h",
+                                                                          retry_max="1h"))
+    start(d, faults.env())
+    try:
+        assert send(d.port, "a@sender.test", make_body("a-round", 300))[0] == 250
+        assert wait_until(lambda: "primary is DOWN" in d.read_log(), 10)
+        faults.on("slowsync /queue/data.mdb")
+        assert send(d.port, "b@sender.test", make_body("b-round", 300))[0] == 250
+        # b's deferral (decided at the next tick) is now being written
+        # slowly; the flush round begins meanwhile.
+        time.sleep(0.25)
+        r = d.ctl("flush", "--wait")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "delivered 0, deferred 2, bounced 0\n", (r.stdout, d.read_log()[-2000:])
+        assert faults.hits("slowsync")
+    finally:
+        faults.off()
+        d.close()
+
+
 # ---- 1b: mx2map cannot make the new map durable --------------------------
 
 def rcpt_code(port, addr):
