@@ -52,8 +52,14 @@ envelope_crc_init(void)
 uint32_t
 envelope_crc32(const void *data, size_t len)
 {
+    return envelope_crc32_update(0, data, len);
+}
+
+uint32_t
+envelope_crc32_update(uint32_t crc, const void *data, size_t len)
+{
     const unsigned char *p = data;
-    uint32_t c = 0xffffffffu;
+    uint32_t c = crc ^ 0xffffffffu;
 
     pthread_once(&envelope_crc_once, envelope_crc_init);
     for (size_t i = 0; i < len; i++)

@@ -154,5 +154,8 @@ size_t envelope_pending_count(const struct envelope *env);
  * fuzz target, which repairs the CRC of mutated records to reach the field
  * checks behind it. */
 uint32_t envelope_crc32(const void *data, size_t len);
+/* The CRC-32 of (the bytes crc was computed over) followed by data, as zlib's
+ * crc32(crc, data, len); envelope_crc32(d, n) == envelope_crc32_update(0, d, n). */
+uint32_t envelope_crc32_update(uint32_t crc, const void *data, size_t len);
 
 #endif

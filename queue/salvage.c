@@ -291,5 +291,10 @@ salvage_into(struct spool *into, const char *damaged_qdir, struct salvage_stats 
     st->complete = end;
     if (rc == 0 && !end)
         rc = salvage_walk(into, damaged_qdir, 1, st, &end);
+    /* Messages acknowledged but not yet checkpointed are in the damaged
+     * copy's journal, which is a plain file: take them too (after the walks,
+     * so that an ID both hold is stored once). */
+    if (rc == 0)
+        rc = spool_journal_salvage(into, damaged_qdir, &st->copied, &st->refused);
     return rc;
 }

@@ -23,6 +23,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <lmdb.h>
 #include <stdio.h>
@@ -35,6 +36,7 @@
 
 #include "err.h"
 #include "fsio.h"
+#include "journal.h"
 #include "xalloc.h"
 
 /* Bodies per write transaction, at most (one message may exceed it alone).
@@ -46,6 +48,40 @@
 #define SPOOL_MAXREADERS 1024
 
 static const char spool_meta_version_key[] = "version";
+/* meta/journal: 8 bytes big-endian, the journal generation whose records the
+ * last checkpoint moved into LMDB (absent: 0). */
+static const char spool_meta_journal_key[] = "journal";
+
+#define SPOOL_JOURNAL_DEFAULT (4u << 20)
+#define SPOOL_JOURNAL_MIN (64u << 10)
+
+/* A journaled message not yet moved into LMDB. */
+struct spool_jent {
+    char qid[QID_SIZE];
+    size_t off;      /* of its record in the journal */
+    size_t env_len;  /* its parts, at off + JOURNAL_HDR */
+    size_t body_len;
+    size_t total;
+};
+
+/* The journal (journal.h, queue/README.md). RW: the writer thread appends
+ * and checkpoints; any thread may take a view (spool_jview_take) under mu.
+ * buf[0, tail) mirrors the file's valid run and is immutable until the
+ * checkpoint that clears it (under mu), so the writer fills buf past tail
+ * without the lock. RDONLY: only fd and cap are used; views read the file. */
+struct spool_journal {
+    int fd;                 /* -1: no journal */
+    size_t cap;             /* the file's size */
+    unsigned char *buf;     /* RW: cap bytes */
+    size_t tail;            /* under mu: end of the durable records */
+    uint64_t gen;           /* generation being written: last checkpoint + 1 */
+    struct spool_jent *idx; /* under mu: the pending records, in ID order */
+    size_t n, alloc;
+    int dirty;              /* a write or sync failed: checkpoint before appending */
+    uint64_t first_ms;      /* monotonic ms when the oldest pending record was synced */
+    uint64_t replayed;      /* records moved into LMDB at open */
+    pthread_mutex_t mu;
+};
 
 struct spool {
     char *dir;
@@ -55,6 +91,7 @@ struct spool {
     MDB_dbi dbi_env, dbi_body, dbi_meta;
     struct qid_gen gen;
     _Atomic unsigned long tmp_seq;
+    struct spool_journal j;
 };
 
 /* LMDB codes stop here (STYLE.md: wrappers translate). */
@@ -215,6 +252,649 @@ spool_check_size(struct spool *s, const char *qdir)
     return 0;
 }
 
+/* ---- the journal (journal.h; queue/README.md, "The journal") ---- */
+
+static uint64_t
+spool_mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The journal's size: SPOOL_JOURNAL_DEFAULT, or the environment variable
+ * MX2_JOURNAL_SIZE in bytes (tests, benchmarks): 0 turns the journal off. */
+static int
+spool_journal_size(size_t *out)
+{
+    const char *v = getenv("MX2_JOURNAL_SIZE");
+    unsigned long long n;
+    char *end;
+
+    *out = SPOOL_JOURNAL_DEFAULT;
+    if (v == NULL || *v == '\0')
+        return 0;
+    errno = 0;
+    n = strtoull(v, &end, 10);
+    if (errno != 0 || *end != '\0' || (n != 0 && (n < SPOOL_JOURNAL_MIN || n > (1ull << 30))))
+        return MX2_E_INVAL;
+    *out = (size_t)n & ~(size_t)4095;
+    return 0;
+}
+
+/* meta/journal in txn: the last checkpointed generation (0: none yet). */
+static int
+spool_ckpt_get(struct spool *s, MDB_txn *txn, uint64_t *gen)
+{
+    MDB_val k = {sizeof(spool_meta_journal_key) - 1, (void *)spool_meta_journal_key}, v;
+    int rc = mdb_get(txn, s->dbi_meta, &k, &v);
+
+    *gen = 0;
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc != 0)
+        return spool_mdb_err(rc);
+    if (v.mv_size != 8)
+        return MX2_E_CORRUPT;
+    for (size_t i = 0; i < 8; i++)
+        *gen = (*gen << 8) | ((const unsigned char *)v.mv_data)[i];
+    return 0;
+}
+
+/* An LMDB code. */
+static int
+spool_ckpt_put(struct spool *s, MDB_txn *txn, uint64_t gen)
+{
+    MDB_val k = {sizeof(spool_meta_journal_key) - 1, (void *)spool_meta_journal_key};
+    unsigned char b[8];
+    MDB_val v = {sizeof(b), b};
+
+    for (int i = 7; i >= 0; i--, gen >>= 8)
+        b[i] = (unsigned char)(gen & 0xff);
+    return mdb_put(txn, s->dbi_meta, &k, &v, 0);
+}
+
+/* Whether the next write transaction must take the journal's records along
+ * (writer thread: it alone changes n and dirty). */
+static int
+spool_jpending(const struct spool *s)
+{
+    return s->j.fd >= 0 && !(s->flags & SPOOL_RDONLY) && (s->j.n > 0 || s->j.dirty);
+}
+
+/* The checkpoint, inside txn: put every pending journal record into LMDB and
+ * record their generation as moved. Their IDs are above every key in LMDB
+ * (each was issued after the last checkpoint, and a direct commit always
+ * folds the journal first), so MDB_APPEND holds. An LMDB code. */
+static int
+spool_jfold(struct spool *s, MDB_txn *txn)
+{
+    struct spool_journal *j = &s->j;
+    int rc;
+
+    for (size_t i = 0; i < j->n; i++) {
+        const struct spool_jent *e = &j->idx[i];
+        MDB_val k = {QID_LEN, (void *)e->qid};
+        MDB_val ev = {e->env_len, j->buf + e->off + JOURNAL_HDR};
+        MDB_val bv = {e->body_len, j->buf + e->off + JOURNAL_HDR + e->env_len};
+        if ((rc = mdb_put(txn, s->dbi_body, &k, &bv, MDB_APPEND)) != 0 ||
+            (rc = mdb_put(txn, s->dbi_env, &k, &ev, MDB_APPEND)) != 0)
+            return rc;
+    }
+    return spool_ckpt_put(s, txn, j->gen);
+}
+
+/* After the transaction that folded the journal committed: its records are
+ * in LMDB, durably; the next ones start a new generation at offset 0. */
+static void
+spool_jclear(struct spool *s)
+{
+    pthread_mutex_lock(&s->j.mu);
+    s->j.n = 0;
+    s->j.tail = 0;
+    s->j.gen++;
+    s->j.dirty = 0;
+    pthread_mutex_unlock(&s->j.mu);
+}
+
+/* Whether LMDB (map and disk) surely has room for the journal's records and
+ * need more bytes at the checkpoint, with LMDB's page overhead: twice the
+ * bytes and 64 KiB. A record acknowledged into the journal must be movable
+ * into LMDB; when that is in doubt the round goes to LMDB directly and meets
+ * its answer there (452 4.3.1 when full). */
+static int
+spool_journal_room(struct spool *s, size_t need)
+{
+    uint64_t avail;
+
+    if (spool_free_space(s, &avail) != 0)
+        return 0;
+    return avail / 2 >= (uint64_t)need + (64u << 10);
+}
+
+/* Journal msgs[0..n) with one pwrite and one fdatasync. Returns 1 when the
+ * batch is not for the journal (no journal, a body in a temp file or too
+ * large, an envelope that does not encode, no room left, or a failed write
+ * not yet checkpointed): the caller stores it in LMDB, which also folds the
+ * journal. Else 0 (every message durable, result 0) or the error every
+ * message got (nothing acknowledged). */
+static int
+spool_journal_append(struct spool *s, struct spool_new *msgs, size_t n)
+{
+    struct spool_journal *j = &s->j;
+    size_t need = 0, off = j->tail, len;
+    int rc;
+
+    if (j->fd < 0 || j->dirty)
+        return 1;
+    for (size_t i = 0; i < n; i++) {
+        struct spool_new *m = &msgs[i];
+        if (m->env == NULL || m->body_fd >= 0 || (m->body == NULL && m->body_len > 0))
+            return 1;
+        m->env->size = m->body_len;
+        /* Sized with a stand-in ID: every ID has the same length. */
+        memcpy(m->env->qid, "0000000000000", QID_SIZE);
+        len = journal_rec_size(envelope_encoded_size(m->env), m->body_len);
+        if (len == 0 || len > JOURNAL_REC_MAX)
+            return 1;
+        need += len;
+    }
+    if (need > j->cap - j->tail || !spool_journal_room(s, need))
+        return 1;
+    pthread_mutex_lock(&j->mu);
+    if (j->n + n > j->alloc) {
+        j->alloc = (j->n + n) * 2;
+        j->idx = xrealloc(j->idx, j->alloc * sizeof(*j->idx));
+    }
+    pthread_mutex_unlock(&j->mu);
+    for (size_t i = 0; i < n; i++) {
+        struct spool_new *m = &msgs[i];
+        struct spool_jent *e = &j->idx[j->n + i];
+        size_t envlen = envelope_encoded_size(m->env), outlen;
+        /* IDs are issued here by the one writer, as in spool_put_one. */
+        qid_next(&s->gen, e->qid);
+        memcpy(m->env->qid, e->qid, QID_SIZE);
+        if (envelope_encode_to(m->env, j->buf + off + JOURNAL_HDR, envlen, &outlen) != 0 ||
+            outlen != envlen)
+            abort(); /* encoded_size said it encodes */
+        if (m->body_len > 0)
+            memcpy(j->buf + off + JOURNAL_HDR + envlen, m->body, m->body_len);
+        e->off = off;
+        e->env_len = envlen;
+        e->body_len = m->body_len;
+        e->total = journal_rec_size(envlen, m->body_len);
+        journal_rec_seal(j->buf + off, e->total, j->gen, envlen);
+        memcpy(m->qid, e->qid, QID_SIZE);
+        off += e->total;
+    }
+    /* The durability point of a journaled message: the records are written
+     * over blocks the journal's creation already allocated and synced, so
+     * fdatasync has no metadata to write: one device flush. */
+    rc = fsio_pwrite_all(j->fd, j->buf + j->tail, off - j->tail, (off_t)j->tail);
+    if (rc == 0 && fdatasync(j->fd) != 0)
+        rc = -errno;
+    if (rc != 0) {
+        /* Not acknowledged: wipe the records, so that neither a reader of
+         * the file (mx2ctl) nor the next start takes them for queued mail
+         * (best effort: the wipe may fail as the write did). Some of them
+         * may still reach the disk: never append after them in this
+         * generation (a later valid record would make them part of the
+         * run). The next write checkpoints instead. */
+        memset(j->buf + j->tail, 0, off - j->tail);
+        if (fsio_pwrite_all(j->fd, j->buf + j->tail, off - j->tail, (off_t)j->tail) == 0)
+            (void)fdatasync(j->fd);
+        j->dirty = 1;
+        rc = spool_mdb_err(-rc);
+        for (size_t i = 0; i < n; i++) {
+            msgs[i].result = rc;
+            msgs[i].qid[0] = '\0';
+        }
+        return rc;
+    }
+    pthread_mutex_lock(&j->mu);
+    if (j->n == 0)
+        j->first_ms = spool_mono_ms();
+    j->n += n;
+    j->tail = off;
+    pthread_mutex_unlock(&j->mu);
+    for (size_t i = 0; i < n; i++)
+        msgs[i].result = 0;
+    return 0;
+}
+
+/* The whole file behind fd. */
+static int
+spool_read_file(int fd, unsigned char **out, size_t *len)
+{
+    struct stat st;
+    size_t got;
+    int rc;
+
+    *out = NULL;
+    *len = 0;
+    if (fstat(fd, &st) != 0)
+        return -errno;
+    if (st.st_size <= 0)
+        return 0;
+    *out = xmalloc((size_t)st.st_size);
+    if ((rc = fsio_read_all(fd, *out, (size_t)st.st_size, &got)) != 0 || lseek(fd, 0, SEEK_SET) < 0) {
+        free(*out);
+        *out = NULL;
+        return rc != 0 ? rc : -errno;
+    }
+    *len = got;
+    return 0;
+}
+
+struct spool_replay {
+    struct spool *s;
+    MDB_txn *txn;
+    uint64_t ckpt;
+    uint64_t stored, refused;
+    int rc; /* an LMDB code that dooms txn */
+};
+
+/* One record of the journal's valid run into LMDB, checked as spool_restore
+ * checks records; an ID already stored is left alone. */
+static int
+spool_replay_cb(void *arg, const struct journal_rec *r, size_t off)
+{
+    struct spool_replay *rp = arg;
+    struct envelope e;
+    char qid[QID_SIZE];
+    int ok, rc;
+
+    (void)off;
+    if (r->gen <= rp->ckpt)
+        return 1; /* an old generation: the last checkpoint holds it */
+    if (envelope_decode(r->env, r->env_len, &e) != 0) {
+        rp->refused++;
+        return 0;
+    }
+    ok = e.size == r->body_len;
+    memcpy(qid, e.qid, QID_SIZE);
+    envelope_free(&e);
+    if (!ok) {
+        rp->refused++;
+        return 0;
+    }
+    MDB_val k = {QID_LEN, qid}, ev = {r->env_len, (void *)r->env}, bv = {r->body_len, (void *)r->body};
+    rc = mdb_put(rp->txn, rp->s->dbi_env, &k, &ev, MDB_NOOVERWRITE);
+    if (rc == MDB_KEYEXIST)
+        return 0;
+    if (rc == 0)
+        rc = mdb_put(rp->txn, rp->s->dbi_body, &k, &bv, 0);
+    if (rc != 0) {
+        rp->rc = rc;
+        return 1;
+    }
+    {
+        uint64_t v;
+        if (qid_parse(qid, QID_LEN, &v) == 0)
+            qid_gen_raise(&rp->s->gen, v);
+    }
+    rp->stored++;
+    return 0;
+}
+
+/* At a read-write open: move the journal's valid run into LMDB when the last
+ * checkpoint does not already hold it (a crash or kill came between a 250
+ * and the checkpoint), in one durable commit that also records its
+ * generation. *next_gen = the generation to write next. */
+static int
+spool_journal_replay(struct spool *s, const unsigned char *data, size_t len, uint64_t *next_gen)
+{
+    struct spool_replay rp = {.s = s};
+    MDB_txn *txn;
+    uint64_t gen;
+    size_t end;
+    int rc;
+
+    if ((rc = spool_mdb_err(mdb_txn_begin(s->env, NULL, 0, &txn))) != 0)
+        return rc;
+    if ((rc = spool_ckpt_get(s, txn, &rp.ckpt)) != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    rp.txn = txn;
+    journal_scan(data, len, spool_replay_cb, &rp, &gen, &end);
+    *next_gen = (gen > rp.ckpt ? gen : rp.ckpt) + 1;
+    if (rp.rc != 0 || gen <= rp.ckpt) {
+        mdb_txn_abort(txn);
+        return spool_mdb_err(rp.rc);
+    }
+    if ((rc = spool_ckpt_put(s, txn, gen)) != 0) {
+        mdb_txn_abort(txn);
+        return spool_mdb_err(rc);
+    }
+    if ((rc = spool_mdb_err(mdb_txn_commit(txn))) == 0)
+        s->j.replayed = rp.stored;
+    return rc;
+}
+
+/* A new journal of size bytes: zeros written and synced (so that appends
+ * overwrite allocated blocks), then renamed into place. */
+static int
+spool_journal_create(const char *qdir, const char *path, size_t size, int *fd_out)
+{
+    char *tmp = spool_join(qdir, "journal.new");
+    unsigned char *zero = xcalloc(1, 256u << 10);
+    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), rc = 0;
+
+    if (fd < 0)
+        rc = -errno;
+    for (size_t off = 0; rc == 0 && off < size; off += 256u << 10)
+        rc = fsio_pwrite_all(fd, zero, size - off < (256u << 10) ? size - off : 256u << 10,
+                             (off_t)off);
+    if (rc == 0)
+        rc = fsio_durable_rename(fd, tmp, path);
+    free(zero);
+    if (rc != 0) {
+        if (fd >= 0)
+            close(fd);
+        unlink(tmp);
+        free(tmp);
+        return rc;
+    }
+    free(tmp);
+    *fd_out = fd;
+    return 0;
+}
+
+/* Open the journal: read-only, just the descriptor (views read the file).
+ * Read-write: replay what a crash left, then use the file when it has the
+ * configured size, or replace it. A journal that cannot be created (a full
+ * disk) is not an error: messages then go to LMDB directly, as with
+ * MX2_JOURNAL_SIZE=0. */
+static int
+spool_journal_open(struct spool *s, const char *qdir)
+{
+    struct spool_journal *j = &s->j;
+    char *path = spool_join(qdir, "journal");
+    int rdonly = (s->flags & SPOOL_RDONLY) != 0;
+    uint64_t next_gen = 0;
+    size_t want = 0, len;
+    unsigned char *data;
+    int fd, rc;
+
+    if (!rdonly && (rc = spool_journal_size(&want)) != 0)
+        goto out;
+    fd = open(path, (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    if (fd < 0 && errno != ENOENT) {
+        rc = -errno;
+        goto out;
+    }
+    if (fd >= 0 && rdonly) {
+        struct stat st;
+        j->fd = fd;
+        j->cap = fstat(fd, &st) == 0 ? (size_t)st.st_size : 0;
+        rc = 0;
+        goto out;
+    }
+    if (rdonly) {
+        rc = 0;
+        goto out;
+    }
+    if (fd >= 0) {
+        struct stat st;
+        if ((rc = spool_read_file(fd, &data, &len)) != 0) {
+            close(fd);
+            goto out;
+        }
+        rc = spool_journal_replay(s, data, len, &next_gen);
+        free(data);
+        if (rc != 0) {
+            close(fd);
+            goto out;
+        }
+        if (want > 0 && fstat(fd, &st) == 0 && (size_t)st.st_size == want) {
+            j->fd = fd;
+            goto ready;
+        }
+        /* Another size, or no journal wanted: everything is in LMDB now. */
+        close(fd);
+        if (want == 0) {
+            rc = unlink(path) == 0 ? fsio_fsync_dir(qdir) : -errno;
+            goto out;
+        }
+    } else {
+        MDB_txn *txn;
+        uint64_t ckpt = 0;
+        if ((rc = spool_rtxn(s, &txn)) != 0)
+            goto out;
+        rc = spool_ckpt_get(s, txn, &ckpt);
+        mdb_txn_abort(txn);
+        if (rc != 0)
+            goto out;
+        next_gen = ckpt + 1;
+        if (want == 0)
+            goto out;
+    }
+    if (spool_journal_create(qdir, path, want, &j->fd) != 0) {
+        j->fd = -1;
+        rc = 0;
+        goto out;
+    }
+ready:
+    j->cap = want;
+    j->gen = next_gen;
+    j->buf = xmalloc(want);
+    rc = 0;
+out:
+    free(path);
+    return rc;
+}
+
+/* A reader's copy of the journal's pending records: taken BEFORE the read
+ * transaction it is combined with, and used only when that transaction's
+ * checkpoint is older than gen (spool_jview_live). A checkpoint commits and
+ * only then clears the journal, so every message is in the copy, in the
+ * snapshot, or in both (the snapshot wins). */
+struct spool_jview {
+    uint64_t gen;
+    unsigned char *mem; /* the records; idx[].off index into it */
+    struct spool_jent *idx;
+    size_t n, alloc;
+};
+
+static void
+spool_jview_free(struct spool_jview *v)
+{
+    free(v->mem);
+    free(v->idx);
+    memset(v, 0, sizeof(*v));
+}
+
+static int
+spool_jent_cmp(const void *key, const void *ent)
+{
+    return memcmp(key, ((const struct spool_jent *)ent)->qid, QID_LEN);
+}
+
+static const struct spool_jent *
+spool_jview_find(const struct spool_jview *v, const char *qid)
+{
+    return v->n == 0 ? NULL : bsearch(qid, v->idx, v->n, sizeof(*v->idx), spool_jent_cmp);
+}
+
+/* Index one record of a journal file read by mx2ctl. The ID is taken from
+ * the envelope record (offset 5); decoding checks it again before use. */
+static int
+spool_jview_cb(void *arg, const struct journal_rec *r, size_t off)
+{
+    struct spool_jview *v = arg;
+    struct spool_jent *e;
+
+    if (r->env_len < 5 + QID_LEN || qid_parse((const char *)r->env + 5, QID_LEN, NULL) != 0)
+        return 0;
+    /* Keep the index sorted for bsearch: an ID out of order (never written
+     * by mx2d) is left out. */
+    if (v->n > 0 && memcmp(r->env + 5, v->idx[v->n - 1].qid, QID_LEN) <= 0)
+        return 0;
+    if (v->n == v->alloc) {
+        v->alloc = v->alloc ? v->alloc * 2 : 64;
+        v->idx = xrealloc(v->idx, v->alloc * sizeof(*v->idx));
+    }
+    e = &v->idx[v->n];
+    memcpy(e->qid, r->env + 5, QID_LEN);
+    e->qid[QID_LEN] = '\0';
+    e->off = off;
+    e->env_len = r->env_len;
+    e->body_len = r->body_len;
+    e->total = r->total;
+    v->n++;
+    return 0;
+}
+
+/* Take a view of the pending records (all, or only qid's). */
+static int
+spool_jview_take(struct spool *s, const char *qid, struct spool_jview *v)
+{
+    struct spool_journal *j = &s->j;
+    size_t len, end;
+    int rc;
+
+    memset(v, 0, sizeof(*v));
+    if (j->fd < 0)
+        return 0;
+    if (!(s->flags & SPOOL_RDONLY)) {
+        pthread_mutex_lock(&j->mu);
+        v->gen = j->gen;
+        if (qid != NULL) {
+            const struct spool_jent *e =
+                j->n ? bsearch(qid, j->idx, j->n, sizeof(*j->idx), spool_jent_cmp) : NULL;
+            if (e != NULL) {
+                v->mem = xmalloc(e->total);
+                memcpy(v->mem, j->buf + e->off, e->total);
+                v->idx = xmalloc(sizeof(*v->idx));
+                v->idx[0] = *e;
+                v->idx[0].off = 0;
+                v->n = 1;
+            }
+        } else if (j->n > 0) {
+            v->mem = xmalloc(j->tail);
+            memcpy(v->mem, j->buf, j->tail);
+            v->idx = xmalloc(j->n * sizeof(*v->idx));
+            memcpy(v->idx, j->idx, j->n * sizeof(*v->idx));
+            v->n = j->n;
+        }
+        pthread_mutex_unlock(&j->mu);
+        return 0;
+    }
+    /* mx2ctl: the file as it is now (mx2d may be writing it: a record cut
+     * by a concurrent write fails its CRC and ends the run). */
+    if ((rc = spool_read_file(j->fd, &v->mem, &len)) != 0)
+        return rc;
+    journal_scan(v->mem, len, spool_jview_cb, v, &v->gen, &end);
+    return 0;
+}
+
+/* Whether view v holds records the snapshot txn does not. */
+static int
+spool_jview_live(struct spool *s, MDB_txn *txn, const struct spool_jview *v)
+{
+    uint64_t ckpt;
+
+    return v->n > 0 && spool_ckpt_get(s, txn, &ckpt) == 0 && ckpt < v->gen;
+}
+
+/* Decode the view's record e, checked as a walk checks LMDB's records. */
+static int
+spool_jview_decode(const struct spool_jview *v, const struct spool_jent *e, struct envelope *out)
+{
+    int rc = envelope_decode(v->mem + e->off + JOURNAL_HDR, e->env_len, out);
+
+    if (rc == 0 && (memcmp(out->qid, e->qid, QID_LEN) != 0 || out->size != e->body_len)) {
+        envelope_free(out);
+        rc = MX2_E_CORRUPT;
+    }
+    return rc;
+}
+
+int
+spool_checkpoint(struct spool *s)
+{
+    MDB_txn *txn = NULL;
+    int rc;
+
+    if (s->flags & SPOOL_RDONLY)
+        return MX2_E_INVAL;
+    if (!spool_jpending(s))
+        return 0;
+    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = spool_jfold(s, txn);
+    if (rc == 0)
+        rc = mdb_txn_commit(txn);
+    else if (txn != NULL)
+        mdb_txn_abort(txn);
+    if ((rc = spool_mdb_err(rc)) == 0)
+        spool_jclear(s);
+    return rc;
+}
+
+void
+spool_journal_pending(struct spool *s, size_t *bytes, uint64_t *age_ms)
+{
+    *bytes = 0;
+    *age_ms = 0;
+    if (!spool_jpending(s))
+        return;
+    *bytes = s->j.tail > 0 ? s->j.tail : 1;
+    *age_ms = spool_mono_ms() - s->j.first_ms;
+}
+
+size_t
+spool_journal_cap(const struct spool *s)
+{
+    return s->j.fd >= 0 && !(s->flags & SPOOL_RDONLY) ? s->j.cap : 0;
+}
+
+uint64_t
+spool_journal_replayed(const struct spool *s)
+{
+    return s->j.replayed;
+}
+
+int
+spool_journal_salvage(struct spool *into, const char *qdir, uint64_t *copied, uint64_t *refused)
+{
+    char *path = spool_join(qdir, "journal");
+    int fd = open(path, O_RDONLY | O_CLOEXEC), rc;
+    struct spool_jview v = {0};
+    struct spool_raw *recs;
+    size_t len, end;
+
+    free(path);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -errno;
+    rc = spool_read_file(fd, &v.mem, &len);
+    close(fd);
+    if (rc != 0)
+        return rc;
+    journal_scan(v.mem, len, spool_jview_cb, &v, &v.gen, &end);
+    recs = xcalloc(v.n + 1, sizeof(*recs));
+    for (size_t i = 0; i < v.n; i++) {
+        recs[i].key = v.idx[i].qid;
+        recs[i].key_len = QID_LEN;
+        recs[i].env = v.mem + v.idx[i].off + JOURNAL_HDR;
+        recs[i].env_len = v.idx[i].env_len;
+        recs[i].body = v.mem + v.idx[i].off + JOURNAL_HDR + v.idx[i].env_len;
+        recs[i].body_len = v.idx[i].body_len;
+    }
+    rc = v.n > 0 ? spool_restore(into, recs, v.n) : 0;
+    for (size_t i = 0; rc == 0 && i < v.n; i++) {
+        if (recs[i].result == 0)
+            (*copied)++;
+        else if (recs[i].result != MX2_E_EXISTS)
+            (*refused)++;
+    }
+    free(recs);
+    spool_jview_free(&v);
+    return rc;
+}
+
 int
 spool_open(const char *dir, unsigned flags, struct spool **out)
 {
@@ -232,6 +912,8 @@ spool_open(const char *dir, unsigned flags, struct spool **out)
     s->dir = xstrdup(dir);
     s->tmpdir = spool_join(dir, "tmp");
     s->flags = flags;
+    s->j.fd = -1;
+    pthread_mutex_init(&s->j.mu, NULL);
     atomic_init(&s->tmp_seq, 0);
     qdir = spool_join(dir, "queue");
 
@@ -263,7 +945,8 @@ spool_open(const char *dir, unsigned flags, struct spool **out)
         rc = spool_mdb_err(rc);
         goto fail;
     }
-    if ((rc = spool_check_size(s, qdir)) != 0 || (rc = spool_open_dbs(s)) != 0)
+    if ((rc = spool_check_size(s, qdir)) != 0 || (rc = spool_open_dbs(s)) != 0 ||
+        (rc = spool_journal_open(s, qdir)) != 0)
         goto fail;
     if (!(flags & SPOOL_RDONLY)) {
         /* data.mdb and lock.mdb may have just been created: make their
@@ -322,6 +1005,11 @@ spool_close(struct spool *spool)
         return;
     if (spool->env != NULL)
         mdb_env_close(spool->env);
+    if (spool->j.fd >= 0)
+        close(spool->j.fd);
+    free(spool->j.buf);
+    free(spool->j.idx);
+    pthread_mutex_destroy(&spool->j.mu);
     free(spool->dir);
     free(spool->tmpdir);
     free(spool);
@@ -442,16 +1130,20 @@ spool_put_one(struct spool *s, MDB_txn *txn, struct spool_new *m)
     return 0;
 }
 
-/* One transaction over msgs[0..n). Returns 0 or the commit error. */
+/* One transaction over msgs[0..n), taking the journal's pending records
+ * along first when fold is set. Returns 0 or the commit error. */
 static int
-spool_commit_txn(struct spool *s, struct spool_new *msgs, size_t n)
+spool_commit_txn(struct spool *s, struct spool_new *msgs, size_t n, int fold)
 {
     MDB_txn *txn = NULL;
     int rc;
 
+    fold = fold && spool_jpending(s);
     /* A failed begin (MDB_PANIC after a failed meta write) leaves txn unset:
      * only a transaction that began is aborted. */
     rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc == 0 && fold)
+        rc = spool_jfold(s, txn);
     for (size_t i = 0; i < n && rc == 0; i++)
         rc = spool_put_one(s, txn, &msgs[i]);
     if (rc == 0) {
@@ -462,6 +1154,8 @@ spool_commit_txn(struct spool *s, struct spool_new *msgs, size_t n)
         mdb_txn_abort(txn);
     }
     rc = spool_mdb_err(rc);
+    if (rc == 0 && fold)
+        spool_jclear(s);
     for (size_t i = 0; i < n; i++) {
         if (rc != 0) {
             msgs[i].result = rc;
@@ -484,6 +1178,10 @@ spool_commit(struct spool *spool, struct spool_new *msgs, size_t n)
             msgs[i].result = MX2_E_INVAL;
         return MX2_E_INVAL;
     }
+    /* Small messages: the journal, one sync, checkpointed later. */
+    if ((first_err = spool_journal_append(spool, msgs, n)) != 1)
+        return first_err;
+    first_err = 0;
     while (start < n) {
         size_t end = start, bytes = 0;
         /* At least one message per transaction; more while under the cap. */
@@ -491,7 +1189,9 @@ spool_commit(struct spool *spool, struct spool_new *msgs, size_t n)
             bytes += msgs[end].body_len;
             end++;
         } while (end < n && bytes + msgs[end].body_len <= SPOOL_TXN_BYTES);
-        int rc = spool_commit_txn(spool, msgs + start, end - start);
+        /* Every transaction folds the journal while it has records: a
+         * key stored past them would break MDB_APPEND's order for good. */
+        int rc = spool_commit_txn(spool, msgs + start, end - start, 1);
         if (rc != 0 && first_err == 0)
             first_err = rc;
         start = end;
@@ -655,14 +1355,19 @@ int
 spool_update(struct spool *spool, struct spool_op *ops, size_t n)
 {
     MDB_txn *txn = NULL;
-    int rc;
+    int rc, fold;
 
     if (spool->flags & SPOOL_RDONLY) {
         for (size_t i = 0; i < n; i++)
             ops[i].result = MX2_E_INVAL;
         return MX2_E_INVAL;
     }
+    /* The journal's records go along (the checkpoint): the ops may name
+     * them, and this commit costs the same with them. */
+    fold = spool_jpending(spool);
     rc = mdb_txn_begin(spool->env, NULL, 0, &txn);
+    if (rc == 0 && fold)
+        rc = spool_jfold(spool, txn);
     for (size_t i = 0; i < n && rc == 0; i++)
         rc = spool_op_one(spool, txn, &ops[i]);
     if (rc == 0)
@@ -670,6 +1375,8 @@ spool_update(struct spool *spool, struct spool_op *ops, size_t n)
     else if (txn != NULL)
         mdb_txn_abort(txn);
     rc = spool_mdb_err(rc);
+    if (rc == 0 && fold)
+        spool_jclear(spool);
     if (rc != 0)
         for (size_t i = 0; i < n; i++)
             ops[i].result = rc;
@@ -681,6 +1388,8 @@ spool_update(struct spool *spool, struct spool_op *ops, size_t n)
 int
 spool_get(struct spool *spool, const char *qid, struct envelope *out)
 {
+    struct spool_jview jv;
+    const struct spool_jent *je;
     MDB_txn *txn;
     MDB_val k, v;
     int rc;
@@ -688,16 +1397,24 @@ spool_get(struct spool *spool, const char *qid, struct envelope *out)
     memset(out, 0, sizeof(*out));
     if (!qid_valid(qid))
         return MX2_E_INVAL;
-    if ((rc = spool_rtxn(spool, &txn)) != 0)
+    if ((rc = spool_jview_take(spool, qid, &jv)) != 0)
         return rc;
+    if ((rc = spool_rtxn(spool, &txn)) != 0) {
+        spool_jview_free(&jv);
+        return rc;
+    }
     k.mv_size = QID_LEN;
     k.mv_data = (void *)qid;
     rc = mdb_get(txn, spool->dbi_env, &k, &v);
     if (rc == 0)
         rc = envelope_decode(v.mv_data, v.mv_size, out);
+    else if (rc == MDB_NOTFOUND && spool_jview_live(spool, txn, &jv) &&
+             (je = spool_jview_find(&jv, qid)) != NULL)
+        rc = spool_jview_decode(&jv, je, out);
     else
         rc = spool_mdb_err(rc);
     mdb_txn_abort(txn);
+    spool_jview_free(&jv);
     return rc;
 }
 
@@ -713,19 +1430,49 @@ spool_key_name(const MDB_val *k, char out[QID_SIZE])
     out[n] = '\0';
 }
 
+/* After the walk over LMDB: the journal's records the snapshot txn does not
+ * hold (their IDs are above LMDB's, so arrival order is kept). */
+static int
+spool_walk_journal(struct spool *spool, MDB_txn *txn, const struct spool_jview *jv,
+                   spool_walk_cb cb, void *arg)
+{
+    int rc = 0;
+
+    if (!spool_jview_live(spool, txn, jv))
+        return 0;
+    for (size_t i = 0; i < jv->n && rc == 0; i++) {
+        const struct spool_jent *je = &jv->idx[i];
+        MDB_val k = {QID_LEN, (void *)je->qid}, v;
+        struct envelope e;
+        if (mdb_get(txn, spool->dbi_env, &k, &v) == 0)
+            continue; /* replayed beside an older copy: LMDB's is the one */
+        int drc = spool_jview_decode(jv, je, &e);
+        rc = drc == 0 ? cb(arg, je->qid, &e, 0) : cb(arg, je->qid, NULL, drc);
+        if (drc == 0)
+            envelope_free(&e);
+    }
+    return rc;
+}
+
 int
 spool_walk(struct spool *spool, spool_walk_cb cb, void *arg)
 {
+    struct spool_jview jv;
     MDB_txn *txn;
     MDB_cursor *cur;
     MDB_val k, v;
     int rc, op = MDB_FIRST;
 
-    if ((rc = spool_rtxn(spool, &txn)) != 0)
+    if ((rc = spool_jview_take(spool, NULL, &jv)) != 0)
         return rc;
+    if ((rc = spool_rtxn(spool, &txn)) != 0) {
+        spool_jview_free(&jv);
+        return rc;
+    }
     rc = mdb_cursor_open(txn, spool->dbi_env, &cur);
     if (rc != 0) {
         mdb_txn_abort(txn);
+        spool_jview_free(&jv);
         return spool_mdb_err(rc);
     }
     for (;;) {
@@ -755,13 +1502,18 @@ spool_walk(struct spool *spool, spool_walk_cb cb, void *arg)
             break;
     }
     mdb_cursor_close(cur);
+    if (rc == 0)
+        rc = spool_walk_journal(spool, txn, &jv, cb, arg);
     mdb_txn_abort(txn);
+    spool_jview_free(&jv);
     return rc;
 }
 
 int
 spool_body_open(struct spool *spool, const char *qid, struct spool_body *b)
 {
+    struct spool_jview jv;
+    const struct spool_jent *je;
     MDB_txn *txn;
     MDB_val k, v;
     int rc;
@@ -769,11 +1521,28 @@ spool_body_open(struct spool *spool, const char *qid, struct spool_body *b)
     memset(b, 0, sizeof(*b));
     if (!qid_valid(qid))
         return MX2_E_INVAL;
-    if ((rc = spool_rtxn(spool, &txn)) != 0)
+    if ((rc = spool_jview_take(spool, qid, &jv)) != 0)
         return rc;
+    if ((rc = spool_rtxn(spool, &txn)) != 0) {
+        spool_jview_free(&jv);
+        return rc;
+    }
     k.mv_size = QID_LEN;
     k.mv_data = (void *)qid;
     rc = mdb_get(txn, spool->dbi_body, &k, &v);
+    if (rc == MDB_NOTFOUND && spool_jview_live(spool, txn, &jv) &&
+        (je = spool_jview_find(&jv, qid)) != NULL) {
+        /* Journaled, not checkpointed yet: the caller gets its own copy
+         * (the journal's memory is reused after the checkpoint). */
+        mdb_txn_abort(txn);
+        b->own_ = xmalloc(je->body_len + 1);
+        memcpy(b->own_, jv.mem + je->off + JOURNAL_HDR + je->env_len, je->body_len);
+        b->data = b->own_;
+        b->len = je->body_len;
+        spool_jview_free(&jv);
+        return 0;
+    }
+    spool_jview_free(&jv);
     if (rc != 0) {
         mdb_txn_abort(txn);
         return spool_mdb_err(rc);
@@ -787,9 +1556,11 @@ spool_body_open(struct spool *spool, const char *qid, struct spool_body *b)
 void
 spool_body_close(struct spool_body *b)
 {
-    if (b == NULL || b->txn_ == NULL)
+    if (b == NULL)
         return;
-    mdb_txn_abort(b->txn_);
+    if (b->txn_ != NULL)
+        mdb_txn_abort(b->txn_);
+    free(b->own_);
     memset(b, 0, sizeof(*b));
 }
 
@@ -1123,5 +1894,10 @@ spool_free_space(struct spool *spool, uint64_t *bytes_avail)
     used = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
     room = info.me_mapsize > used ? info.me_mapsize - used : 0;
     *bytes_avail = disk < room ? disk : room;
+    /* The journal's records still need their place in LMDB. */
+    if (!(spool->flags & SPOOL_RDONLY)) {
+        size_t pending = spool->j.tail;
+        *bytes_avail = *bytes_avail > pending ? *bytes_avail - pending : 0;
+    }
     return 0;
 }

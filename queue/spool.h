@@ -1,14 +1,18 @@
 /*
- * spool.h - the crash-safe message queue (one LMDB environment).
+ * spool.h - the crash-safe message queue (one LMDB environment and its
+ * journal).
  *
  * Layout: <spool_dir>/queue/{data.mdb,lock.mdb} holds three named databases:
  * "env" (queue ID -> envelope record, see envelope.h), "body" (queue ID ->
- * message bytes) and "meta" (format version). <spool_dir>/tmp/ holds the temp
- * files of messages still being received. queue/README.md has the byte
- * layout and the crash-safety argument.
+ * message bytes) and "meta" (format version, journal checkpoint).
+ * <spool_dir>/queue/journal holds small new messages between their 250 and
+ * the next checkpoint into LMDB; readers here see them all the same.
+ * <spool_dir>/tmp/ holds the temp files of messages still being received.
+ * queue/README.md has the byte layout and the crash-safety argument.
  *
  * Durability: a message exists once spool_commit() returns 0 for it, and not
- * before; its envelope and body appear together or not at all. Every write
+ * before; its envelope and body appear together or not at all. A commit of
+ * small messages is one journal append and one fdatasync; every other write
  * call is one LMDB transaction, durable (fdatasync'd) when it returns, atomic
  * across kill -9 and power loss: after a crash the spool shows the state
  * before or after the call, never a mix.
@@ -196,6 +200,7 @@ struct spool_body {
     const unsigned char *data; /* borrowed from the map */
     size_t len;
     void *txn_;                /* private: the read transaction holding data */
+    unsigned char *own_;       /* private: or a copy (a journaled body) */
 };
 
 /* Opens a read transaction that keeps (data, len) valid until
@@ -211,6 +216,31 @@ void spool_body_close(struct spool_body *b);
  * returns the first non-zero value out returns, else 0. Pure. */
 int spool_body_unstuff(const unsigned char *data, size_t len,
                        int (*out)(void *arg, const unsigned char *p, size_t n), void *arg);
+
+/* ---- the journal (queue/README.md, "The journal") ---- */
+
+/* Move the journal's records into LMDB now, in one durable commit (a
+ * spool_update or a commit that goes to LMDB does the same on its way).
+ * Writer thread. 0 when there was nothing to move. */
+int spool_checkpoint(struct spool *spool);
+
+/* Bytes of journal records not yet checkpointed (0: none) and how long the
+ * oldest has waited, in ms. Writer thread (its checkpoint policy). */
+void spool_journal_pending(struct spool *spool, size_t *bytes, uint64_t *age_ms);
+
+/* The journal's size; 0 when this spool writes without one (read-only,
+ * MX2_JOURNAL_SIZE=0, or the file could not be created: a full disk). */
+size_t spool_journal_cap(const struct spool *spool);
+
+/* Messages the read-write open moved from the journal into LMDB (a crash
+ * came between their 250 and their checkpoint). */
+uint64_t spool_journal_replayed(const struct spool *spool);
+
+/* Store, as spool_restore does, every message of the journal in qdir (the
+ * queue/ directory of a spool set aside as damaged): IDs already stored are
+ * left alone. Adds to *copied and *refused. */
+int spool_journal_salvage(struct spool *into, const char *qdir, uint64_t *copied,
+                          uint64_t *refused);
 
 /* ---- figures and recovery ---- */
 

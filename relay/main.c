@@ -455,6 +455,15 @@ main(int argc, char **argv)
              d.cfg.spool_dir, (unsigned long long)st.messages, (unsigned long long)st.recipients,
              (unsigned long long)st.bytes, (unsigned long long)st.tmp_removed,
              (unsigned long long)st.quarantined);
+    if (spool_journal_cap(d.spool) > 0)
+        log_info("spool %s: journal of %zu KiB; %llu acknowledged messages moved from it into "
+                 "the queue at start",
+                 d.cfg.spool_dir, spool_journal_cap(d.spool) >> 10,
+                 (unsigned long long)spool_journal_replayed(d.spool));
+    else
+        log_warn("spool %s: writing without a journal (MX2_JOURNAL_SIZE=0, or it could not be "
+                 "created: disk full?); %llu messages moved from an old one at start",
+                 d.cfg.spool_dir, (unsigned long long)spool_journal_replayed(d.spool));
     if ((rc = writer_start(d.loop, d.spool, &d.writer)) != 0)
         log_fatal("writer thread: %s", mx2_strerror(rc));
     writer_on_fatal(d.writer, mx2d_on_spool_fatal, &d);

@@ -1,10 +1,11 @@
 /*
  * writer.c - see writer.h.
  *
- * Ordering: a job's callback runs only after the transaction holding it
- * committed (spool_commit/spool_update returned), which is after LMDB's
- * fdatasync: the session sends "250 ... queued as" from that callback, never
- * earlier. Commits run before updates within a round so that an update can
+ * Ordering: a job's callback runs only after the write holding it was
+ * durable (spool_commit/spool_update returned, after the journal's or LMDB's
+ * fdatasync): the session sends "250 ... queued as" from that callback, never
+ * earlier. Between rounds the writer checkpoints the journal when its
+ * records are due (WRITER_CHECKPOINT_MS), and before the thread ends. Commits run before updates within a round so that an update can
  * never name a message the same round has not stored yet.
  */
 #include "writer.h"
@@ -17,6 +18,11 @@
 #include "err.h"
 #include "log.h"
 #include "xalloc.h"
+
+/* The journal's records move into LMDB (spool_checkpoint) at the latest this
+ * long after the oldest was acknowledged, or once they fill half of it.
+ * Usually sooner: the flusher's state updates carry them along. */
+#define WRITER_CHECKPOINT_MS 200
 
 struct writer {
     uv_loop_t *loop;
@@ -114,6 +120,38 @@ writer_round(struct writer *w, struct writer_job *jobs)
     uv_async_send(&w->async);
 }
 
+/* Checkpoint when the journal's records are due (WRITER_CHECKPOINT_MS), or
+ * always (force: before the thread ends). Returns how many ms until the
+ * records left are due (long when there are none). */
+static uint64_t
+writer_checkpoint(struct writer *w, int force)
+{
+    size_t bytes, cap = spool_journal_cap(w->spool);
+    uint64_t age;
+
+    spool_journal_pending(w->spool, &bytes, &age);
+    if (bytes == 0)
+        return 5000;
+    if (force || age >= WRITER_CHECKPOINT_MS || bytes >= cap / 2) {
+        int rc = spool_checkpoint(w->spool);
+        if (rc == MX2_E_PANIC) {
+            atomic_store(&w->fatal, 1);
+            uv_async_send(&w->async); /* the loop reports it (writer_on_fatal) */
+        }
+        if (rc != 0) {
+            /* The records stay durable in the journal; new ones go to LMDB
+             * directly once it is full, and get its error meanwhile. */
+            log_warn("spool: journal checkpoint failed: %s", mx2_strerror(rc));
+            return 1000;
+        }
+        pthread_mutex_lock(&w->mu);
+        w->stats.checkpoints++;
+        pthread_mutex_unlock(&w->mu);
+        return 5000;
+    }
+    return WRITER_CHECKPOINT_MS - age;
+}
+
 static void *
 writer_main(void *arg)
 {
@@ -122,15 +160,23 @@ writer_main(void *arg)
     for (;;) {
         struct writer_job *jobs;
         struct timespec ts;
+        uint64_t wait_ms = writer_checkpoint(w, 0);
 
         pthread_mutex_lock(&w->mu);
         while (w->queued_head == NULL && !w->stop) {
-            /* Wake every few seconds to refresh the free-space figure. */
+            /* Wake for the journal's checkpoint, and every few seconds to
+             * refresh the free-space figure. */
             clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += 5;
+            ts.tv_sec += (time_t)(wait_ms / 1000);
+            ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
             if (pthread_cond_timedwait(&w->cv, &w->mu, &ts) != 0 && w->queued_head == NULL) {
                 uint64_t avail;
                 pthread_mutex_unlock(&w->mu);
+                wait_ms = writer_checkpoint(w, 0);
                 if (spool_free_space(w->spool, &avail) == 0)
                     atomic_store(&w->free_space, avail);
                 pthread_mutex_lock(&w->mu);
@@ -140,6 +186,8 @@ writer_main(void *arg)
         w->queued_head = w->queued_tail = NULL;
         if (jobs == NULL && w->stop) {
             pthread_mutex_unlock(&w->mu);
+            /* A clean stop leaves nothing for the next start to replay. */
+            writer_checkpoint(w, 1);
             return NULL;
         }
         pthread_mutex_unlock(&w->mu);

@@ -43,6 +43,7 @@ struct writer_stats {
     uint64_t committed;    /* messages stored */
     uint64_t updates;      /* state changes applied */
     uint64_t max_batch;    /* most messages in one round */
+    uint64_t checkpoints;  /* journal checkpoints of their own (spool_checkpoint) */
 };
 
 struct writer;

@@ -115,3 +115,60 @@ def test_kill9_loses_nothing_acknowledged(tmp_path):
     assert not dups, "queued more than once: %s" % dups[:10]
     unexpected = set(seen) - acked - inflight
     assert not unexpected, "visible but never acknowledged nor in flight: %s" % sorted(unexpected)
+
+
+def test_kill9_before_the_journal_checkpoint(tmp_path):
+    """Small messages are durable in the spool's journal at their 250 and
+    move into the queue database at a checkpoint (every write the flusher
+    makes, or 200 ms). kill -9 right after the 250s, while the primary is
+    stalled (it accepts and never greets, so no delivery result is written):
+    mx2ctl, with mx2d down, lists them from the journal; the next start moves
+    them into the database, each once, intact."""
+    stalled = socket.socket()
+    stalled.bind(("127.0.0.1", 0))
+    stalled.listen(16)  # never accepted: the TCP handshake completes, no greeting
+    d = Mx2d(tmp_path, primary=["[127.0.0.1]:%d" % stalled.getsockname()[1]])
+    try:
+        d.start()
+        tokens = []
+        payloads = {}
+        with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+            f = s.makefile("rb")
+            f.readline()
+            s.sendall(b"EHLO j.test\r\n")
+            while f.readline()[3:4] == b"-":
+                pass
+            for i in range(5):
+                token = "jtok-%d" % i
+                payload = b"".join(b"%d %s\r\n" % (k, token.encode()) for k in range(60 + i))
+                digest = hashlib.sha256(payload).hexdigest()
+                s.sendall(b"MAIL FROM:<s@sender.test>\r\nRCPT TO:<alice@example.jp>\r\nDATA\r\n")
+                assert f.readline().startswith(b"250")
+                assert f.readline().startswith(b"250")
+                assert f.readline().startswith(b"354")
+                s.sendall(b"Subject: %s\r\nX-Check: %s\r\n\r\nBEGIN\r\n" % (token.encode(),
+                          digest.encode()) + payload + b"END\r\n.\r\n")
+                line = f.readline()
+                assert line.startswith(b"250"), line
+                tokens.append(token)
+                payloads[token] = digest
+            d.kill9()
+        down = d.ctl("queue", "--json")
+        assert down.returncode == 0, down.stderr
+        assert len([l for l in down.stdout.splitlines() if l.strip()]) == 5, down.stdout
+        d.start()
+        m = re.findall(r"journal of \d+ KiB; (\d+) acknowledged messages moved", d.read_log())
+        assert m and 1 <= int(m[-1]) <= 5, d.read_log()[-2000:]
+        r = d.ctl("queue", "--json")
+        entries = [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
+        seen = []
+        for e in entries:
+            shown = d.ctl("show", e["id"]).stdout.replace("\r", "")
+            token = re.search(r"^Subject: (jtok-\S+)$", shown, re.M).group(1)
+            body = shown.split("\nBEGIN\n", 1)[1].split("END\n", 1)[0]
+            assert hashlib.sha256(body.replace("\n", "\r\n").encode()).hexdigest() == payloads[token]
+            seen.append(token)
+        assert sorted(seen) == sorted(tokens)
+    finally:
+        d.close()
+        stalled.close()

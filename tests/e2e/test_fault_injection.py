@@ -203,12 +203,14 @@ def test_failed_sync_is_never_acknowledged_and_acked_mail_survives(tmp_path, siz
         code, text = send(d.port, "a@sender.test", bodies["a"])
         assert code == 250, text
 
-        # LMDB's commit: page writes, fdatasync, meta write (O_DSYNC).
+        # The durable write: a small message's journal append + fdatasync;
+        # a spilled one's LMDB commit (page writes, fdatasync, meta write).
         faults.on("fdatasync", "fsync")
         code, text = send(d.port, "b@sender.test", bodies["b"])
         assert code == 452 and "4.3.1" in text, (code, text)
-        assert any(p.endswith("/queue/data.mdb") for p in faults.hits("fdatasync")), \
-            "the fault never reached the spool commit"
+        target = "/queue/journal" if size < 48 * 1024 else "/queue/data.mdb"
+        assert any(p.endswith(target) for p in faults.hits("fdatasync")), \
+            ("the fault never reached the spool's durable write", faults.hits("fdatasync"))
         assert d.proc.poll() is None
         assert "NOQUEUE: queue write failed for message from=<b@sender.test>" in d.read_log()
         assert queued_senders(d) == ["a@sender.test"]
@@ -260,13 +262,17 @@ def test_failed_meta_page_write_is_not_acked_and_mx2d_restarts_clean(tmp_path):
     # message, must not crash, and must stop with exit status 75 (so that
     # systemd's Restart=on-failure brings it back); the new process finds
     # exactly the acknowledged mail.
+    # b is spilled (a temp file), so its commit is an LMDB transaction, which
+    # also carries a's journal record along (a stays acknowledged: it is
+    # replayed from the journal at the restart).
     faults = Faults(tmp_path)
     pport = free_port()
     sink = Sink(port=pport)
     d = Mx2d(tmp_path, primary=["[127.0.0.1]:%d" % pport], **fast())
     start(d, faults.env())
     try:
-        body_a, body_b, body_c = (make_body(t + "-meta", 900) for t in "abc")
+        body_a, body_c = (make_body(t + "-meta", 900) for t in "ac")
+        body_b = make_body("b-meta", 120 * 1024)
         assert send(d.port, "a@sender.test", body_a)[0] == 250
         faults.on("metawrite /queue/data.mdb")
         code, text = send(d.port, "b@sender.test", body_b)
@@ -291,6 +297,46 @@ def test_failed_meta_page_write_is_not_acked_and_mx2d_restarts_clean(tmp_path):
         assert sorted(got) == ["a@sender.test", "c@sender.test"] and len(sink.messages) == 2
         assert delivered_intact(got["a@sender.test"], body_a)
         assert delivered_intact(got["c@sender.test"], body_c)
+    finally:
+        faults.off()
+        d.close()
+        sink.stop()
+
+
+def test_failed_checkpoint_meta_write_loses_nothing_acknowledged(tmp_path):
+    # A small message is acknowledged once it is in the journal; the
+    # checkpoint that moves it into LMDB (here: the flusher's deferral
+    # record, the primary being down) meets a failing meta page write. mx2d
+    # stops with 75; the new process replays the journal: both messages are
+    # there, and delivered once each.
+    faults = Faults(tmp_path)
+    pport = free_port()
+    sink = Sink(port=pport)
+    d = Mx2d(tmp_path, primary=["[127.0.0.1]:%d" % pport], **fast())
+    start(d, faults.env())
+    try:
+        body_a, body_b = (make_body(t + "-ckpt", 900) for t in "ab")
+        assert send(d.port, "a@sender.test", body_a)[0] == 250
+        assert wait_until(lambda: "primary is DOWN" in d.read_log(), 10)
+        faults.on("metawrite /queue/data.mdb")
+        assert send(d.port, "b@sender.test", body_b)[0] == 250
+        try:
+            rc = d.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the checkpoint never met the fault:\n" + d.read_log()[-3000:])
+        assert rc == 75, (rc, d.read_log()[-3000:])
+        assert faults.hits("metawrite")
+        faults.off()
+        d.logf.close()
+        start(d, faults.env())
+        assert queued_senders(d) == ["a@sender.test", "b@sender.test"]
+        sink.start()
+        assert sink.wait_messages(2, 20), d.read_log()[-3000:]
+        assert wait_until(lambda: queue(d) == [], 10), queue(d)
+        time.sleep(1.0)
+        got = {m.mail_from: m for m in sink.messages}
+        assert sorted(got) == ["a@sender.test", "b@sender.test"] and len(sink.messages) == 2
+        assert delivered_intact(got["b@sender.test"], body_b)
     finally:
         faults.off()
         d.close()
