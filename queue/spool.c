@@ -783,7 +783,30 @@ spool_jview_take(struct spool *s, const char *qid, struct spool_jview *v)
         return 0;
     }
     /* mx2ctl: the file as it is now (mx2d may be writing it: a record cut
-     * by a concurrent write fails its CRC and ends the run). */
+     * by a concurrent write fails its CRC and ends the run). Usually the
+     * run is one the database already holds (mx2d checkpoints within
+     * 200 ms, and at every stop): the first record's generation says so
+     * without reading the rest. The checkpoint is read BEFORE the file: it
+     * only grows, so the snapshot taken after the file holds at least it. */
+    {
+        unsigned char hdr[JOURNAL_HDR];
+        uint64_t ckpt = 0, gen = 0;
+        MDB_txn *txn;
+        ssize_t got;
+        if ((rc = spool_rtxn(s, &txn)) != 0)
+            return rc;
+        rc = spool_ckpt_get(s, txn, &ckpt);
+        mdb_txn_abort(txn);
+        if (rc != 0)
+            return rc;
+        got = pread(j->fd, hdr, sizeof(hdr), 0);
+        if (got != (ssize_t)sizeof(hdr) || memcmp(hdr, "MX2J", 4) != 0)
+            return 0;
+        for (size_t i = 8; i < 16; i++)
+            gen = (gen << 8) | hdr[i];
+        if (gen <= ckpt)
+            return 0;
+    }
     if ((rc = spool_read_file(j->fd, &v->mem, &len)) != 0)
         return rc;
     journal_scan(v->mem, len, spool_jview_cb, v, &v->gen, &end);

@@ -771,8 +771,7 @@ fl_op(struct fl_attempt *a, enum spool_op_kind kind)
 static void
 fl_attempt_free(struct fl_attempt *a)
 {
-    if (a->body.txn_ != NULL)
-        spool_body_close(&a->body);
+    spool_body_close(&a->body); /* a no-op on a body never opened */
     envelope_free(&a->env);
     free(a->idx);
     free(a->res);

@@ -268,6 +268,11 @@ test_journaled_then_replayed_once(void **state)
     assert_int_equal(walk_count(sp), 2);
     expect_body(sp, q1, 2048, 'a');
     spool_close(sp);
+    /* The journal's run is now an old generation: a reader of the file
+     * does not list it a second time. */
+    assert_int_equal(spool_open(dir, SPOOL_RDONLY, &ro), 0);
+    assert_int_equal(walk_count(ro), 2);
+    spool_close(ro);
     assert_int_equal(spool_open(dir, 0, &sp), 0);
     assert_int_equal(spool_journal_replayed(sp), 0);
     assert_int_equal(walk_count(sp), 2);
