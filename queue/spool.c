@@ -92,6 +92,8 @@ struct spool {
     struct qid_gen gen;
     _Atomic unsigned long tmp_seq;
     struct spool_journal j;
+    uint64_t room;    /* writer: the last spool_free_space before the journal's share */
+    uint64_t room_ms; /* when it was taken (monotonic ms; 0: never) */
 };
 
 /* LMDB codes stop here (STYLE.md: wrappers translate). */
@@ -368,8 +370,13 @@ spool_journal_room(struct spool *s, size_t need)
 {
     uint64_t avail;
 
-    if (spool_free_space(s, &avail) != 0)
-        return 0;
+    /* The writer refreshes the figure at least every 50 ms (writer.c);
+     * a second old one is taken again here. */
+    if (s->room_ms == 0 || spool_mono_ms() - s->room_ms > 1000) {
+        if (spool_free_space(s, &avail) != 0)
+            return 0;
+    }
+    avail = s->room > s->j.tail ? s->room - s->j.tail : 0;
     return avail / 2 >= (uint64_t)need + (64u << 10);
 }
 
@@ -1919,6 +1926,8 @@ spool_free_space(struct spool *spool, uint64_t *bytes_avail)
     *bytes_avail = disk < room ? disk : room;
     /* The journal's records still need their place in LMDB. */
     if (!(spool->flags & SPOOL_RDONLY)) {
+        spool->room = *bytes_avail;
+        spool->room_ms = spool_mono_ms();
         size_t pending = spool->j.tail;
         *bytes_avail = *bytes_avail > pending ? *bytes_avail - pending : 0;
     }
