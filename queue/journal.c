@@ -38,7 +38,8 @@ journal_crc(const unsigned char *rec, size_t total)
 size_t
 journal_rec_size(size_t env_len, size_t body_len)
 {
-    if (env_len == 0 || env_len > UINT32_MAX || body_len > UINT32_MAX - JOURNAL_HDR - env_len)
+    if (env_len == 0 || env_len > UINT32_MAX - JOURNAL_HDR ||
+        body_len > UINT32_MAX - JOURNAL_HDR - env_len)
         return 0;
     return JOURNAL_HDR + env_len + body_len;
 }

@@ -182,6 +182,71 @@ salvage_skip(int fd, uint64_t n)
 
 /* One walk: fork the child, store what it sends. *end = the child reached the
  * end of the database. */
+/* In the child: send the damaged copy's meta/journal (8 bytes), if it can
+ * be read. Never returns. */
+static void __attribute__((noreturn))
+salvage_ckpt_child(const char *qdir, int fd)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbm;
+    MDB_val k = {7, (void *)"journal"}, v;
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = salvage_on_fault;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
+    sigaction(SIGSEGV, &sa, NULL);
+    alarm(SALVAGE_CHILD_SECONDS);
+    if (mdb_env_create(&env) != 0)
+        _exit(SALVAGE_CHILD_FAILED);
+    mdb_env_set_maxdbs(env, 4);
+    if (mdb_env_open(env, qdir, MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0600) != 0 ||
+        mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) != 0 ||
+        mdb_dbi_open(txn, "meta", 0, &dbm) != 0)
+        _exit(SALVAGE_CHILD_FAILED);
+    if (mdb_get(txn, dbm, &k, &v) == MDB_NOTFOUND) {
+        unsigned char zero[8] = {0};
+        _exit(fsio_write_all(fd, zero, 8) == 0 ? SALVAGE_CHILD_END : SALVAGE_CHILD_FAILED);
+    }
+    if (v.mv_size != 8 || fsio_write_all(fd, v.mv_data, 8) != 0)
+        _exit(SALVAGE_CHILD_FAILED);
+    _exit(SALVAGE_CHILD_END);
+}
+
+/* The journal generation the damaged copy had checkpointed, read in a
+ * child (the copy may kill its reader). 0 when unknown, which
+ * makes salvage take the whole journal run (duplicates, never loss). */
+static uint64_t
+salvage_ckpt(const char *qdir)
+{
+    unsigned char b[8];
+    uint64_t gen = 0;
+    int p[2], status;
+    pid_t pid;
+
+    if (pipe(p) != 0)
+        return 0;
+    if ((pid = fork()) < 0) {
+        close(p[0]);
+        close(p[1]);
+        return 0;
+    }
+    if (pid == 0) {
+        close(p[0]);
+        salvage_ckpt_child(qdir, p[1]);
+    }
+    close(p[1]);
+    if (salvage_read(p[0], b, sizeof(b)) == 0)
+        for (size_t i = 0; i < 8; i++)
+            gen = (gen << 8) | b[i];
+    close(p[0]);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    return gen;
+}
+
 static int
 salvage_walk(struct spool *into, const char *qdir, int backward, struct salvage_stats *st,
              int *end)
@@ -293,8 +358,11 @@ salvage_into(struct spool *into, const char *damaged_qdir, struct salvage_stats 
         rc = salvage_walk(into, damaged_qdir, 1, st, &end);
     /* Messages acknowledged but not yet checkpointed are in the damaged
      * copy's journal, which is a plain file: take them too (after the walks,
-     * so that an ID both hold is stored once). */
+     * so that an ID both hold is stored once), unless the copy's own
+     * checkpoint says its run was already moved in (and may since have been
+     * delivered and deleted). */
     if (rc == 0)
-        rc = spool_journal_salvage(into, damaged_qdir, &st->copied, &st->refused);
+        rc = spool_journal_salvage(into, damaged_qdir, salvage_ckpt(damaged_qdir), &st->copied,
+                                   &st->refused);
     return rc;
 }

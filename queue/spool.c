@@ -68,7 +68,7 @@ struct spool_jent {
  * and checkpoints; any thread may take a view (spool_jview_take) under mu.
  * buf[0, tail) mirrors the file's valid run and is immutable until the
  * checkpoint that clears it (under mu), so the writer fills buf past tail
- * without the lock. RDONLY: only fd and cap are used; views read the file. */
+ * without the lock. RDONLY: only path is used; each view opens and reads the file. */
 struct spool_journal {
     int fd;                 /* -1: no journal */
     size_t cap;             /* the file's size */
@@ -78,6 +78,7 @@ struct spool_journal {
     struct spool_jent *idx; /* under mu: the pending records, in ID order */
     size_t n, alloc;
     int dirty;              /* a write or sync failed: checkpoint before appending */
+    char *path;             /* RDONLY: queue/journal, opened by each view */
     uint64_t first_ms;      /* monotonic ms when the oldest pending record was synced */
     uint64_t replayed;      /* records moved into LMDB at open */
     pthread_mutex_t mu;
@@ -372,12 +373,11 @@ spool_journal_room(struct spool *s, size_t need)
 
     /* The writer refreshes the figure at least every 50 ms (writer.c);
      * a second old one is taken again here. */
-    if (s->room_ms == 0 || spool_mono_ms() - s->room_ms > 1000) {
-        if (spool_free_space(s, &avail) != 0)
-            return 0;
-    }
-    avail = s->room > s->j.tail ? s->room - s->j.tail : 0;
-    return avail / 2 >= (uint64_t)need + (64u << 10);
+    if ((s->room_ms == 0 || spool_mono_ms() - s->room_ms > 1000) &&
+        spool_free_space(s, &avail) != 0)
+        return 0;
+    avail = s->room; /* the journal's share not taken off: it is counted below */
+    return avail / 2 >= (uint64_t)s->j.tail + need + (64u << 10);
 }
 
 /* Journal msgs[0..n) with one pwrite and one fdatasync. Returns 1 when the
@@ -470,13 +470,12 @@ spool_journal_append(struct spool *s, struct spool_new *msgs, size_t n)
     return 0;
 }
 
-/* The whole file behind fd. */
+/* The whole file behind fd (pread: the offset is left alone). */
 static int
 spool_read_file(int fd, unsigned char **out, size_t *len)
 {
     struct stat st;
-    size_t got;
-    int rc;
+    size_t got = 0;
 
     *out = NULL;
     *len = 0;
@@ -485,10 +484,19 @@ spool_read_file(int fd, unsigned char **out, size_t *len)
     if (st.st_size <= 0)
         return 0;
     *out = xmalloc((size_t)st.st_size);
-    if ((rc = fsio_read_all(fd, *out, (size_t)st.st_size, &got)) != 0 || lseek(fd, 0, SEEK_SET) < 0) {
-        free(*out);
-        *out = NULL;
-        return rc != 0 ? rc : -errno;
+    while (got < (size_t)st.st_size) {
+        ssize_t r = pread(fd, *out + got, (size_t)st.st_size - got, (off_t)got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int rc = -errno;
+            free(*out);
+            *out = NULL;
+            return rc;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
     }
     *len = got;
     return 0;
@@ -632,14 +640,13 @@ spool_journal_open(struct spool *s, const char *qdir)
         rc = -errno;
         goto out;
     }
-    if (fd >= 0 && rdonly) {
-        struct stat st;
-        j->fd = fd;
-        j->cap = fstat(fd, &st) == 0 ? (size_t)st.st_size : 0;
-        rc = 0;
-        goto out;
-    }
     if (rdonly) {
+        /* Views open the file each time: mx2d may replace it (another
+         * size) or create it after this open. */
+        if (fd >= 0)
+            close(fd);
+        j->path = path;
+        path = NULL;
         rc = 0;
         goto out;
     }
@@ -760,12 +767,12 @@ spool_jview_take(struct spool *s, const char *qid, struct spool_jview *v)
 {
     struct spool_journal *j = &s->j;
     size_t len, end;
-    int rc;
+    int rc, fd;
 
     memset(v, 0, sizeof(*v));
-    if (j->fd < 0)
-        return 0;
     if (!(s->flags & SPOOL_RDONLY)) {
+        if (j->fd < 0)
+            return 0;
         pthread_mutex_lock(&j->mu);
         v->gen = j->gen;
         if (qid != NULL) {
@@ -806,15 +813,19 @@ spool_jview_take(struct spool *s, const char *qid, struct spool_jview *v)
         mdb_txn_abort(txn);
         if (rc != 0)
             return rc;
-        got = pread(j->fd, hdr, sizeof(hdr), 0);
-        if (got != (ssize_t)sizeof(hdr) || memcmp(hdr, "MX2J", 4) != 0)
-            return 0;
+        if (j->path == NULL || (fd = open(j->path, O_RDONLY | O_CLOEXEC)) < 0)
+            return j->path == NULL || errno == ENOENT ? 0 : -errno;
+        got = pread(fd, hdr, sizeof(hdr), 0);
         for (size_t i = 8; i < 16; i++)
             gen = (gen << 8) | hdr[i];
-        if (gen <= ckpt)
+        if (got != (ssize_t)sizeof(hdr) || memcmp(hdr, "MX2J", 4) != 0 || gen <= ckpt) {
+            close(fd);
             return 0;
+        }
     }
-    if ((rc = spool_read_file(j->fd, &v->mem, &len)) != 0)
+    rc = spool_read_file(fd, &v->mem, &len);
+    close(fd);
+    if (rc != 0)
         return rc;
     journal_scan(v->mem, len, spool_jview_cb, v, &v->gen, &end);
     return 0;
@@ -888,7 +899,8 @@ spool_journal_replayed(const struct spool *s)
 }
 
 int
-spool_journal_salvage(struct spool *into, const char *qdir, uint64_t *copied, uint64_t *refused)
+spool_journal_salvage(struct spool *into, const char *qdir, uint64_t done_gen, uint64_t *copied,
+                      uint64_t *refused)
 {
     char *path = spool_join(qdir, "journal");
     int fd = open(path, O_RDONLY | O_CLOEXEC), rc;
@@ -904,6 +916,8 @@ spool_journal_salvage(struct spool *into, const char *qdir, uint64_t *copied, ui
     if (rc != 0)
         return rc;
     journal_scan(v.mem, len, spool_jview_cb, &v, &v.gen, &end);
+    if (v.gen <= done_gen)
+        v.n = 0; /* the damaged copy had moved this run in already */
     recs = xcalloc(v.n + 1, sizeof(*recs));
     for (size_t i = 0; i < v.n; i++) {
         recs[i].key = v.idx[i].qid;
@@ -1039,6 +1053,7 @@ spool_close(struct spool *spool)
         close(spool->j.fd);
     free(spool->j.buf);
     free(spool->j.idx);
+    free(spool->j.path);
     pthread_mutex_destroy(&spool->j.mu);
     free(spool->dir);
     free(spool->tmpdir);
@@ -1381,25 +1396,27 @@ spool_op_one(struct spool *s, MDB_txn *txn, struct spool_op *op)
     return rc;
 }
 
-int
-spool_update(struct spool *spool, struct spool_op *ops, size_t n)
+/* One transaction over ops; fold: take the journal's records along first.
+ * Without fold, an op naming a journaled message is left alone with
+ * MX2_E_SPOOL (it would not find it). */
+static int
+spool_update_txn(struct spool *spool, struct spool_op *ops, size_t n, int fold)
 {
     MDB_txn *txn = NULL;
-    int rc, fold;
+    int rc, skip = !fold && spool_jpending(spool);
 
-    if (spool->flags & SPOOL_RDONLY) {
-        for (size_t i = 0; i < n; i++)
-            ops[i].result = MX2_E_INVAL;
-        return MX2_E_INVAL;
-    }
-    /* The journal's records go along (the checkpoint): the ops may name
-     * them, and this commit costs the same with them. */
-    fold = spool_jpending(spool);
     rc = mdb_txn_begin(spool->env, NULL, 0, &txn);
     if (rc == 0 && fold)
         rc = spool_jfold(spool, txn);
-    for (size_t i = 0; i < n && rc == 0; i++)
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (skip && spool->j.n > 0 &&
+            bsearch(ops[i].qid, spool->j.idx, spool->j.n, sizeof(*spool->j.idx),
+                    spool_jent_cmp) != NULL) {
+            ops[i].result = MX2_E_SPOOL;
+            continue;
+        }
         rc = spool_op_one(spool, txn, &ops[i]);
+    }
     if (rc == 0)
         rc = mdb_txn_commit(txn);
     else if (txn != NULL)
@@ -1410,6 +1427,30 @@ spool_update(struct spool *spool, struct spool_op *ops, size_t n)
     if (rc != 0)
         for (size_t i = 0; i < n; i++)
             ops[i].result = rc;
+    return rc;
+}
+
+int
+spool_update(struct spool *spool, struct spool_op *ops, size_t n)
+{
+    int rc, fold;
+
+    if (spool->flags & SPOOL_RDONLY) {
+        for (size_t i = 0; i < n; i++)
+            ops[i].result = MX2_E_INVAL;
+        return MX2_E_INVAL;
+    }
+    /* The journal's records go along (the checkpoint): the ops may name
+     * them, and this commit costs the same with them. */
+    fold = spool_jpending(spool);
+    rc = spool_update_txn(spool, ops, n, fold);
+    if (rc == MX2_E_SPOOL && fold && n > 0) {
+        /* The journal's records did not fit (the disk filled up under us):
+         * still record the ops on messages already in LMDB -- deliveries
+         * and deletes are what frees space -- and leave those naming
+         * journaled messages (MX2_E_SPOOL) to be tried again. */
+        rc = spool_update_txn(spool, ops, n, 0);
+    }
     return rc;
 }
 
@@ -1926,7 +1967,7 @@ spool_free_space(struct spool *spool, uint64_t *bytes_avail)
     *bytes_avail = disk < room ? disk : room;
     /* The journal's records still need their place in LMDB. */
     if (!(spool->flags & SPOOL_RDONLY)) {
-        spool->room = *bytes_avail;
+        spool->room = *bytes_avail; /* before the journal's share */
         spool->room_ms = spool_mono_ms();
         size_t pending = spool->j.tail;
         *bytes_avail = *bytes_avail > pending ? *bytes_avail - pending : 0;

@@ -172,9 +172,12 @@ struct spool_op {
 };
 
 /* Apply n operations, in order, in ONE transaction (several ops may touch the
- * same message; each sees the previous ones). An op that fails (see result)
- * changes nothing and does not stop the others. Returns 0 when the
- * transaction committed, else the code every op got (nothing changed).
+ * same message; each sees the previous ones), which also checkpoints the
+ * journal. An op that fails (see result) changes nothing and does not stop
+ * the others. Returns 0 when the transaction committed, else the code every
+ * op got (nothing changed). When the journal's records do not fit (disk
+ * full), the ops on messages already in LMDB are still applied and those
+ * naming journaled messages get MX2_E_SPOOL (try again later).
  * Writer thread only. */
 int spool_update(struct spool *spool, struct spool_op *ops, size_t n);
 
@@ -238,9 +241,11 @@ uint64_t spool_journal_replayed(const struct spool *spool);
 
 /* Store, as spool_restore does, every message of the journal in qdir (the
  * queue/ directory of a spool set aside as damaged): IDs already stored are
- * left alone. Adds to *copied and *refused. */
-int spool_journal_salvage(struct spool *into, const char *qdir, uint64_t *copied,
-                          uint64_t *refused);
+ * left alone. Nothing when the journal's run is of generation done_gen or
+ * older (that copy's meta/journal: its checkpoint held the run already;
+ * 0 when unknown). Adds to *copied and *refused. */
+int spool_journal_salvage(struct spool *into, const char *qdir, uint64_t done_gen,
+                          uint64_t *copied, uint64_t *refused);
 
 /* ---- figures and recovery ---- */
 

@@ -120,6 +120,11 @@ writer_round(struct writer *w, struct writer_job *jobs)
                 memcpy(j->ops, ops + i, j->nops * sizeof(*ops));
                 i += j->nops;
                 j->result = rc;
+                /* Left for later (a full disk kept the journal's records
+                 * out of LMDB): the job as a whole was not recorded. */
+                for (size_t k = 0; rc == 0 && k < j->nops; k++)
+                    if (j->ops[k].result == MX2_E_SPOOL)
+                        j->result = MX2_E_SPOOL;
             }
         free(ops);
     }
@@ -193,7 +198,7 @@ writer_main(void *arg)
         while (w->queued_head == NULL && !w->stop) {
             /* Wake for the journal's checkpoint, and every few seconds to
              * refresh the free-space figure. */
-            clock_gettime(CLOCK_REALTIME, &ts);
+            clock_gettime(CLOCK_MONOTONIC, &ts); /* the cv waits on it */
             ts.tv_sec += (time_t)(wait_ms / 1000);
             ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
             if (ts.tv_nsec >= 1000000000L) {
@@ -288,7 +293,15 @@ writer_start(uv_loop_t *loop, struct spool *spool, struct writer **out)
     w->loop = loop;
     w->spool = spool;
     pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
+    {
+        /* Timed waits on the monotonic clock: a clock stepped back must
+         * not postpone the journal's checkpoint. */
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&w->cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
     if (spool_free_space(spool, &avail) != 0)
         avail = UINT64_MAX;
     atomic_store(&w->free_space, avail);

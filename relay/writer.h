@@ -3,10 +3,13 @@
  *
  * One thread, fed by a queue, answering through a uv_async_t (STYLE.md). A
  * round takes EVERYTHING queued at that moment: all new messages go into one
- * spool_commit (one LMDB transaction, one sync), all state changes into one
- * spool_update. Messages that finish DATA while a round is syncing form the
- * next round together: this group commit is what lets many sessions share one
- * fsync instead of paying one each.
+ * spool_commit (one journal append and one sync, or one LMDB transaction),
+ * all state changes into one spool_update (which also checkpoints the
+ * journal). Messages that finish DATA while a round is syncing form the next
+ * round together: this group commit is what lets many sessions share one
+ * fsync instead of paying one each. Jobs submitted during one turn of the
+ * event loop are handed to the thread together, at the end of the turn.
+ * Between rounds the thread checkpoints the journal when it is due.
  *
  * Not the libuv threadpool: it is shared with uv_fs_* and DNS work, and LMDB
  * has a single writer anyway, so one dedicated thread loses nothing.
@@ -15,7 +18,8 @@
  * thread, in submission order within a round. A job is owned by the caller
  * and must stay alive until its done callback has run.
  * After free-space checks the writer publishes the spool's free bytes
- * (writer_free_space), refreshed every round and at least every few seconds.
+ * (writer_free_space), refreshed every 50 ms while rounds run, after a round
+ * that met a full disk, and at least every few seconds.
  */
 #ifndef MX2_WRITER_H
 #define MX2_WRITER_H

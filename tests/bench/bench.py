@@ -1666,6 +1666,10 @@ def main():
                     finally:
                         stop_relay(relay)
                         shutil.rmtree(wd, ignore_errors=True)
+                        # Write back what this relay left dirty (Postfix
+                        # removes thousands of queue files) now, not during
+                        # the next relay's measurement.
+                        os.sync()
                     entry[name] = m
                     summarize_scenario(sc, res)
                     short = {k: (round(v, 3) if isinstance(v, float) else v)
