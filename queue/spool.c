@@ -305,6 +305,21 @@ spool_ckpt_get(struct spool *s, MDB_txn *txn, uint64_t *gen)
     return 0;
 }
 
+/* meta/journal as of now (its own read transaction). */
+static int
+spool_ckpt_now(struct spool *s, uint64_t *gen)
+{
+    MDB_txn *txn;
+    int rc;
+
+    *gen = 0;
+    if ((rc = spool_rtxn(s, &txn)) != 0)
+        return rc;
+    rc = spool_ckpt_get(s, txn, gen);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
 /* An LMDB code. */
 static int
 spool_ckpt_put(struct spool *s, MDB_txn *txn, uint64_t gen)
@@ -673,13 +688,8 @@ spool_journal_open(struct spool *s, const char *qdir)
             goto out;
         }
     } else {
-        MDB_txn *txn;
-        uint64_t ckpt = 0;
-        if ((rc = spool_rtxn(s, &txn)) != 0)
-            goto out;
-        rc = spool_ckpt_get(s, txn, &ckpt);
-        mdb_txn_abort(txn);
-        if (rc != 0)
+        uint64_t ckpt;
+        if ((rc = spool_ckpt_now(s, &ckpt)) != 0)
             goto out;
         next_gen = ckpt + 1;
         if (want == 0)
@@ -804,14 +814,9 @@ spool_jview_take(struct spool *s, const char *qid, struct spool_jview *v)
      * only grows, so the snapshot taken after the file holds at least it. */
     {
         unsigned char hdr[JOURNAL_HDR];
-        uint64_t ckpt = 0, gen = 0;
-        MDB_txn *txn;
+        uint64_t ckpt, gen = 0;
         ssize_t got;
-        if ((rc = spool_rtxn(s, &txn)) != 0)
-            return rc;
-        rc = spool_ckpt_get(s, txn, &ckpt);
-        mdb_txn_abort(txn);
-        if (rc != 0)
+        if ((rc = spool_ckpt_now(s, &ckpt)) != 0)
             return rc;
         if (j->path == NULL || (fd = open(j->path, O_RDONLY | O_CLOEXEC)) < 0)
             return j->path == NULL || errno == ENOENT ? 0 : -errno;
