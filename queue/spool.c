@@ -286,6 +286,26 @@ spool_journal_size(size_t *out)
     return 0;
 }
 
+/* The code of a failed write transaction. A commit whose meta page write
+ * failed returns that write's errno (EIO: "storage"), but LMDB has marked
+ * the environment unusable: say so at once (MX2_E_PANIC), so that mx2d
+ * restarts now instead of at some later write. */
+static int
+spool_write_err(struct spool *s, int rc)
+{
+    MDB_txn *probe = NULL;
+    int prc;
+
+    if (rc == 0 || rc == MDB_PANIC)
+        return spool_mdb_err(rc);
+    prc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &probe);
+    if (prc == MDB_PANIC)
+        return MX2_E_PANIC;
+    if (prc == 0)
+        mdb_txn_abort(probe);
+    return spool_mdb_err(rc);
+}
+
 /* meta/journal in txn: the last checkpointed generation (0: none yet). */
 static int
 spool_ckpt_get(struct spool *s, MDB_txn *txn, uint64_t *gen)
@@ -875,7 +895,7 @@ spool_checkpoint(struct spool *s)
         rc = mdb_txn_commit(txn);
     else if (txn != NULL)
         mdb_txn_abort(txn);
-    if ((rc = spool_mdb_err(rc)) == 0)
+    if ((rc = spool_write_err(s, rc)) == 0)
         spool_jclear(s);
     return rc;
 }
@@ -1203,7 +1223,7 @@ spool_commit_txn(struct spool *s, struct spool_new *msgs, size_t n, int fold)
     } else if (txn != NULL) {
         mdb_txn_abort(txn);
     }
-    rc = spool_mdb_err(rc);
+    rc = spool_write_err(s, rc);
     if (rc == 0 && fold)
         spool_jclear(s);
     for (size_t i = 0; i < n; i++) {
@@ -1426,7 +1446,7 @@ spool_update_txn(struct spool *spool, struct spool_op *ops, size_t n, int fold)
         rc = mdb_txn_commit(txn);
     else if (txn != NULL)
         mdb_txn_abort(txn);
-    rc = spool_mdb_err(rc);
+    rc = spool_write_err(spool, rc);
     if (rc == 0 && fold)
         spool_jclear(spool);
     if (rc != 0)

@@ -274,6 +274,9 @@ def test_failed_meta_page_write_is_not_acked_and_mx2d_restarts_clean(tmp_path):
         body_a, body_c = (make_body(t + "-meta", 900) for t in "ac")
         body_b = make_body("b-meta", 120 * 1024)
         assert send(d.port, "a@sender.test", body_a)[0] == 250
+        # a's deferral is recorded first: the next LMDB write is b's.
+        assert wait_until(lambda: [e for e in queue(d)
+                                   if e["recipients"][0]["last_error"]], 10), queue(d)
         faults.on("metawrite /queue/data.mdb")
         code, text = send(d.port, "b@sender.test", body_b)
         assert code in (451, 452) and " 4.3." in text, (code, text)
@@ -317,7 +320,10 @@ def test_failed_checkpoint_meta_write_loses_nothing_acknowledged(tmp_path):
     try:
         body_a, body_b = (make_body(t + "-ckpt", 900) for t in "ab")
         assert send(d.port, "a@sender.test", body_a)[0] == 250
-        assert wait_until(lambda: "primary is DOWN" in d.read_log(), 10)
+        # a's deferral is recorded (that write checkpointed a as well): the
+        # next LMDB write is b's, which the fault is for.
+        assert wait_until(lambda: [e for e in queue(d)
+                                   if e["recipients"][0]["last_error"]], 10), queue(d)
         faults.on("metawrite /queue/data.mdb")
         assert send(d.port, "b@sender.test", body_b)[0] == 250
         try:
