@@ -18,6 +18,7 @@
 /* A peer that sends commands but never reads its replies must not make us
  * queue output without bound: reading stops above this much unsent output. */
 #define CONN_OUT_HIGH (256 * 1024)
+#define CONN_CORK_MAX (16 * 1024) /* gathered while corked; larger writes go as they are */
 static char conn_scratch[CONN_READ_SIZE];
 
 struct conn_wreq {
@@ -28,6 +29,7 @@ struct conn_wreq {
 };
 
 static void conn_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
+static void conn_owner_read(struct conn *c);
 
 static void
 conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
@@ -43,6 +45,7 @@ conn_on_handle_closed(uv_handle_t *h)
 
     if (--c->handles_open == 0) {
         buf_free(&c->in);
+        buf_free(&c->cork);
         tls_session_free(c->tls);
         c->tls = NULL;
         c->ops->on_close(c);
@@ -199,11 +202,11 @@ conn_on_write(uv_write_t *req, int status)
         return;
     conn_update_reading(c);
     if (buf_avail(&c->in) > 0)
-        c->ops->on_read(c);
+        conn_owner_read(c);
 }
 
 static void
-conn_write_raw(struct conn *c, const char *data, size_t len)
+conn_send(struct conn *c, const char *data, size_t len)
 {
     struct conn_wreq *w;
     uv_buf_t b;
@@ -243,6 +246,62 @@ conn_write_raw(struct conn *c, const char *data, size_t len)
             c->err = rc;
         conn_close(c);
     }
+}
+
+/* Send what was gathered while corked. The buffer is taken off the
+ * connection first, so a failing send (which closes) cannot recurse into
+ * it. */
+static void
+conn_cork_flush(struct conn *c)
+{
+    struct buf b = c->cork;
+
+    memset(&c->cork, 0, sizeof(c->cork));
+    if (buf_avail(&b) > 0)
+        conn_send(c, buf_head(&b), buf_avail(&b));
+    buf_free(&b);
+}
+
+static void
+conn_write_raw(struct conn *c, const char *data, size_t len)
+{
+    if (len == 0 || c->closing)
+        return;
+    if (c->corked > 0) {
+        if (buf_avail(&c->cork) + len <= CONN_CORK_MAX) {
+            buf_append(&c->cork, data, len);
+            return;
+        }
+        conn_cork_flush(c);
+        if (len <= CONN_CORK_MAX) {
+            buf_append(&c->cork, data, len);
+            return;
+        }
+    }
+    conn_send(c, data, len);
+}
+
+void
+conn_cork(struct conn *c)
+{
+    c->corked++;
+}
+
+void
+conn_uncork(struct conn *c)
+{
+    if (c->corked > 0 && --c->corked == 0)
+        conn_cork_flush(c);
+}
+
+/* The owner's on_read, with what it writes in answer gathered into one
+ * send. */
+static void
+conn_owner_read(struct conn *c)
+{
+    conn_cork(c);
+    c->ops->on_read(c);
+    conn_uncork(c);
 }
 
 static void
@@ -305,7 +364,7 @@ conn_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
             c->err = (int)n;
         c->eof = 1;
         conn_update_reading(c);
-        c->ops->on_read(c);
+        conn_owner_read(c);
         return;
     }
     if (c->tls == NULL) {
@@ -330,7 +389,7 @@ conn_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
             c->eof = 1;
         }
     }
-    c->ops->on_read(c);
+    conn_owner_read(c);
     if (c->closing)
         return;
     /* Idle connections hold no input memory. */
@@ -367,6 +426,11 @@ conn_close(struct conn *c)
         tls_close_notify(c->tls);
         conn_flush_tls(c);
     }
+    /* What was gathered still goes (a last reply before closing), as
+     * unqueued writes always did: one attempt, no waiting. */
+    conn_cork_flush(c);
+    if (c->closing)
+        return; /* a failed send above has closed it already */
     c->closing = 1;
     uv_timer_stop(&c->timer);
     if (c->handles_open >= 1)
@@ -378,6 +442,9 @@ conn_close(struct conn *c)
 void
 conn_close_after_write(struct conn *c)
 {
+    conn_cork_flush(c);
+    if (c->closing)
+        return;
     if (c->out_pending == 0) {
         conn_close(c);
         return;

@@ -14,7 +14,11 @@
  *
  * Writing: conn_write() copies; bytes leave in call order. With TLS they are
  * encrypted first. conn_close_after_write() closes once everything queued was
- * written.
+ * written. Between conn_cork() and conn_uncork() (which nest) small writes
+ * are gathered and leave in one send when the last uncork comes: every
+ * on_read runs corked, so what an owner writes in answer to one read (a
+ * client's MAIL, RCPT and DATA behind a body and its dot; a server's
+ * replies) is one segment, one wake-up of the peer, not one per line.
  *
  * Ownership: the owner embeds or allocates the struct conn and frees it in
  * on_close, which runs once after both handles are closed (libuv: free only in
@@ -50,6 +54,8 @@ struct conn {
     void *data;              /* owner's */
     unsigned handles_open;   /* closes pending before on_close */
     size_t out_pending;      /* bytes handed to uv_write, not yet completed */
+    struct buf cork;         /* gathered while corked; freed when sent */
+    unsigned corked;         /* conn_cork() depth */
     uint64_t timeout_ms;
     unsigned reading : 1, paused : 1, closing : 1, close_after_write : 1, eof : 1,
         tls_handshaking : 1;
@@ -73,6 +79,11 @@ void conn_touch(struct conn *c);
 void conn_touch_for(struct conn *c, uint64_t ms);
 void conn_set_timeout(struct conn *c, uint64_t timeout_ms);
 void conn_write(struct conn *c, const char *data, size_t len);
+/* Gather writes until the matching conn_uncork(); the last one sends them.
+ * Writes larger than a few KiB are not copied: what was gathered goes
+ * first, then they go as they are. */
+void conn_cork(struct conn *c);
+void conn_uncork(struct conn *c);
 /* Start TLS. Everything still unread in c->in is discarded first: after
  * STARTTLS, plaintext the peer pipelined behind the command must never be
  * taken as if it came over TLS (RFC 3207 §4.2 / CVE-2011-0411). The server

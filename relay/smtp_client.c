@@ -297,57 +297,78 @@ smtpc_txn_begin(struct smtpc *c)
     conn_set_timeout(&c->conn, (uint64_t)c->cfg->smtp_timeout * 1000);
 }
 
-/* MAIL, and with PIPELINING every RCPT and DATA, in one write. */
-static void
+/* The XFORWARD line for env (without CRLF) into line; 0 when the server
+ * offers none of its attributes or the line would not fit. */
+static int
+smtpc_xforward_line(const struct smtpc *c, const struct envelope *env, char *line, size_t size)
+{
+    /* Postfix XFORWARD_README: attribute values are xtext; send what the
+     * server asked for, so its checks see the real client. */
+    char name[512], addr[160], helo[800];
+    const char *cname = env->client_name[0] ? env->client_name : "[UNAVAILABLE]";
+    size_t n, p;
+
+    if (c->ehlo.xforward == 0)
+        return 0;
+    p = (size_t)snprintf(line, size, "XFORWARD");
+    if ((c->ehlo.xforward & SMTP_XF_NAME) &&
+        smtp_xtext_encode(cname, strlen(cname), name, sizeof(name), &n) == 0)
+        p += (size_t)snprintf(line + p, size - p, " NAME=%s", name);
+    if ((c->ehlo.xforward & SMTP_XF_ADDR) &&
+        smtp_xtext_encode(env->client_addr, strlen(env->client_addr), addr, sizeof(addr), &n) == 0)
+        p += (size_t)snprintf(line + p, size - p, " ADDR=%s", addr);
+    if (c->ehlo.xforward & SMTP_XF_PROTO)
+        p += (size_t)snprintf(line + p, size - p, " PROTO=%s",
+                              env->proto == ENVELOPE_PROTO_SMTP ? "SMTP" : "ESMTP");
+    if ((c->ehlo.xforward & SMTP_XF_HELO) && env->helo[0] != '\0' &&
+        smtp_xtext_encode(env->helo, strlen(env->helo), helo, sizeof(helo), &n) == 0)
+        p += (size_t)snprintf(line + p, size - p, " HELO=%s", helo);
+    return p < size - 2;
+}
+
+/* MAIL, and with PIPELINING every RCPT and DATA, in one write, preceded by
+ * XFORWARD when the server offers it (Postfix's client pipelines XFORWARD
+ * with MAIL the same way). 1 when XFORWARD was sent: its reply comes
+ * first. */
+static int
 smtpc_send_envelope(struct smtpc *c, const struct smtpc_msg *m)
 {
+    char line[1600];
+    int xfwd = 0;
+
+    conn_cork(&c->conn);
+    if (c->pipelining && smtpc_xforward_line(c, m->env, line, sizeof(line))) {
+        smtpc_write(c, "%s\r\n", line);
+        xfwd = 1;
+    }
     smtpc_send_mail(c, m);
     if (c->pipelining) {
         for (size_t i = 0; i < m->n; i++)
             smtpc_send_rcpt(c, m, i);
         smtpc_write(c, "DATA\r\n");
     }
+    conn_uncork(&c->conn);
+    return xfwd;
 }
 
 static void
 smtpc_start_txn(struct smtpc *c)
 {
     smtpc_txn_begin(c);
-    smtpc_send_envelope(c, c->msg);
+    c->xfwd_pending = (unsigned)smtpc_send_envelope(c, c->msg);
 }
 
 void
 smtpc_send(struct smtpc *c, struct smtpc_msg *m)
 {
-    const struct envelope *env = m->env;
-
     c->msg = m;
     c->used = 1;
     for (size_t i = 0; i < m->n; i++)
         memset(&m->res[i], 0, sizeof(m->res[i]));
-    if (c->ehlo.xforward != 0) {
-        /* Postfix XFORWARD_README: attribute values are xtext; send what
-         * the server asked for, so its checks see the real client. */
-        char name[512], addr[160], helo[800];
-        size_t n;
+    if (!c->pipelining) {
         char line[1600];
-        size_t p = (size_t)snprintf(line, sizeof(line), "XFORWARD");
-        if ((c->ehlo.xforward & SMTP_XF_NAME) &&
-            smtp_xtext_encode(env->client_name[0] ? env->client_name : "[UNAVAILABLE]",
-                              strlen(env->client_name[0] ? env->client_name : "[UNAVAILABLE]"),
-                              name, sizeof(name), &n) == 0)
-            p += (size_t)snprintf(line + p, sizeof(line) - p, " NAME=%s", name);
-        if ((c->ehlo.xforward & SMTP_XF_ADDR) &&
-            smtp_xtext_encode(env->client_addr, strlen(env->client_addr), addr, sizeof(addr),
-                              &n) == 0)
-            p += (size_t)snprintf(line + p, sizeof(line) - p, " ADDR=%s", addr);
-        if (c->ehlo.xforward & SMTP_XF_PROTO)
-            p += (size_t)snprintf(line + p, sizeof(line) - p, " PROTO=%s",
-                                  env->proto == ENVELOPE_PROTO_SMTP ? "SMTP" : "ESMTP");
-        if ((c->ehlo.xforward & SMTP_XF_HELO) && env->helo[0] != '\0' &&
-            smtp_xtext_encode(env->helo, strlen(env->helo), helo, sizeof(helo), &n) == 0)
-            p += (size_t)snprintf(line + p, sizeof(line) - p, " HELO=%s", helo);
-        if (p < sizeof(line) - 2) {
+        if (smtpc_xforward_line(c, m->env, line, sizeof(line))) {
+            /* Without PIPELINING, XFORWARD waits for its own reply. */
             smtpc_write(c, "%s\r\n", line);
             smtpc_enter_state(c, SMTPC_S_XFORWARD);
             conn_set_timeout(&c->conn, (uint64_t)c->cfg->smtp_timeout * 1000);
@@ -370,6 +391,8 @@ smtpc_finish_txn(struct smtpc *c, int rset)
         c->msg = c->next;
         c->next = NULL;
         smtpc_txn_begin(c);
+        c->xfwd_pending = c->next_xfwd;
+        c->next_xfwd = 0;
         c->ops->on_done(c, m);
         return;
     }
@@ -394,8 +417,7 @@ smtpc_send_body(struct smtpc *c)
         conn_write(&c->conn, (const char *)c->msg->body, c->msg->body_len);
     conn_write(&c->conn, ".\r\n", 3);
     smtpc_enter_state(c, SMTPC_S_BODY);
-    /* XFORWARD needs its own reply before MAIL: no pipelining across then. */
-    if (c->pipelining && c->ehlo.xforward == 0 && c->ops->on_next != NULL && c->next == NULL &&
+    if (c->pipelining && c->ops->on_next != NULL && c->next == NULL &&
         !c->conn.closing) {
         struct smtpc_msg *n = c->ops->on_next(c);
         if (n != NULL) {
@@ -403,7 +425,7 @@ smtpc_send_body(struct smtpc *c)
             c->used = 1;
             for (size_t i = 0; i < n->n; i++)
                 memset(&n->res[i], 0, sizeof(n->res[i]));
-            smtpc_send_envelope(c, n);
+            c->next_xfwd = (unsigned)smtpc_send_envelope(c, n);
         }
     }
 }
@@ -415,6 +437,12 @@ smtpc_txn_reply(struct smtpc *c)
     struct smtpc_msg *m = c->msg;
     int code = c->reply.code;
 
+    if (c->xfwd_pending) {
+        /* XFORWARD's reply: a refused XFORWARD is not worth failing the
+         * delivery for (as without PIPELINING). */
+        c->xfwd_pending = 0;
+        return;
+    }
     if (c->expect == 0) { /* MAIL */
         c->expect = 1;
         if (code / 100 != 2) {

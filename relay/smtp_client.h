@@ -109,7 +109,9 @@ struct smtpc {
     enum smtpc_state state;
     struct smtp_reply reply;
     struct smtp_ehlo ehlo;
-    unsigned tls_active : 1, failed : 1, pipelining : 1, mail_failed : 1, used : 1;
+    unsigned tls_active : 1, failed : 1, pipelining : 1, mail_failed : 1, used : 1,
+        xfwd_pending : 1, /* the transaction's first reply is XFORWARD's (pipelined) */
+        next_xfwd : 1;    /* the same for next */
     struct smtpc_msg *msg;
     struct smtpc_msg *next;  /* pipelined behind msg's end of data (on_next) */
     size_t expect;    /* next reply of the transaction: 0 = MAIL, 1..n = RCPT, n+1 = DATA */
