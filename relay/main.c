@@ -62,6 +62,7 @@ struct mx2d {
     struct http_server *http; /* /healthz, /metrics; NULL when disabled */
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t map_timer, stop_timer;
+    uv_prepare_t log_prep; /* writes the loop turn's gathered log lines */
     uint64_t stop_started;
     int stopping;
     int exit_status;
@@ -108,6 +109,15 @@ mx2d_on_primary_state(void *arg, int up)
     d->smtpd.defer_new_mail = d->cfg.defer_when_primary_up && up;
 }
 
+/* Before every wait for events: the lines this loop turn gathered leave in
+ * one write (log.h), and none waits while the process sleeps. */
+static void
+mx2d_on_log_prepare(uv_prepare_t *p)
+{
+    (void)p;
+    log_flush();
+}
+
 static void
 mx2d_close_handle(uv_handle_t *h)
 {
@@ -140,6 +150,7 @@ mx2d_on_stop_timer(uv_timer_t *t)
     mx2d_close_handle((uv_handle_t *)&d->sig_hup);
     mx2d_close_handle((uv_handle_t *)&d->map_timer);
     mx2d_close_handle((uv_handle_t *)&d->stop_timer);
+    mx2d_close_handle((uv_handle_t *)&d->log_prep);
 }
 
 static void mx2d_stop(struct mx2d *d);
@@ -424,6 +435,11 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     mx2d_raise_nofile();
     d.loop = uv_default_loop();
+    /* Started first: libuv runs the newest prepare handle first, so this
+     * one runs after the writer's hand-over, last before the loop waits. */
+    uv_prepare_init(d.loop, &d.log_prep);
+    uv_prepare_start(&d.log_prep, mx2d_on_log_prepare);
+    uv_unref((uv_handle_t *)&d.log_prep);
 
     if (d.cfg.tls_cert[0] != '\0') {
         char why[256];
@@ -505,7 +521,9 @@ main(int argc, char **argv)
     uv_timer_start(&d.map_timer, mx2d_on_map_timer, MX2D_MAP_CHECK_MS, MX2D_MAP_CHECK_MS);
 
     log_info("mx2d %s started: %s", MX2_VERSION, d.cfg.hostname);
+    log_gather(1);
     uv_run(d.loop, UV_RUN_DEFAULT);
+    log_gather(0);
 
     rc = uv_loop_close(d.loop);
     if (rc != 0)

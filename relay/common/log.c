@@ -19,6 +19,53 @@ static enum log_target log_to = LOG_TARGET_STDERR;
 static enum log_level log_max = LOG_LVL_INFO;
 static pid_t log_pid; /* cached by log_open: one getpid(2) less per line */
 
+#define LOG_GATHER_MAX (16 * 1024)
+static _Thread_local struct {
+    int on;
+    size_t len;
+    char buf[LOG_GATHER_MAX];
+} log_g;
+
+/* The "2026-11-24T20:10:00" prefix of the current second, per thread. */
+static _Thread_local struct {
+    time_t sec;
+    size_t len;
+    char text[32];
+} log_ts;
+
+static void
+log_write_all(const char *p, size_t n)
+{
+    /* One write: lines from several threads never interleave. */
+    if (write(STDERR_FILENO, p, n) < 0)
+        return;
+}
+
+void
+log_flush(void)
+{
+    if (log_g.len > 0) {
+        log_write_all(log_g.buf, log_g.len);
+        log_g.len = 0;
+    }
+}
+
+void
+log_gather(int on)
+{
+    if (!on)
+        log_flush();
+    log_g.on = on && log_to == LOG_TARGET_STDERR;
+}
+
+static int log_atexit_set;
+
+static void
+log_atexit(void)
+{
+    log_flush();
+}
+
 void
 log_open(const char *ident, enum log_target target)
 {
@@ -27,6 +74,10 @@ log_open(const char *ident, enum log_target target)
     log_ident = ident;
     log_to = target;
     log_pid = getpid();
+    if (!log_atexit_set) {
+        atexit(log_atexit);
+        log_atexit_set = 1;
+    }
     if (target == LOG_TARGET_SYSLOG)
         openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
     lvl = getenv("MX2_DEBUG");
@@ -61,8 +112,13 @@ log_vlog(enum log_level lvl, const char *fmt, va_list ap)
         struct tm tm;
 
         gettimeofday(&tv, NULL);
-        gmtime_r(&tv.tv_sec, &tm);
-        n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
+        if (tv.tv_sec != log_ts.sec || log_ts.len == 0) {
+            gmtime_r(&tv.tv_sec, &tm);
+            log_ts.len = strftime(log_ts.text, sizeof(log_ts.text), "%Y-%m-%dT%H:%M:%S", &tm);
+            log_ts.sec = tv.tv_sec;
+        }
+        memcpy(line, log_ts.text, log_ts.len);
+        n = log_ts.len;
         r = snprintf(line + n, sizeof(line) - n, ".%03ldZ %s[%ld]: %s: ", (long)tv.tv_usec / 1000,
                      log_ident, (long)(log_pid ? log_pid : getpid()), names[lvl]);
         if (r > 0)
@@ -72,9 +128,16 @@ log_vlog(enum log_level lvl, const char *fmt, va_list ap)
     if (r > 0)
         n += (size_t)r < sizeof(line) - n - 1 ? (size_t)r : sizeof(line) - n - 2;
     line[n++] = '\n';
-    /* One write: lines from several threads never interleave. */
-    if (write(STDERR_FILENO, line, n) < 0)
+    if (!log_g.on) {
+        log_write_all(line, n);
         return;
+    }
+    if (log_g.len + n > sizeof(log_g.buf))
+        log_flush();
+    memcpy(log_g.buf + log_g.len, line, n);
+    log_g.len += n;
+    if (lvl == LOG_LVL_ERR)
+        log_flush();
 }
 
 #define LOG_FN_(fname, lvl)                                                                        \

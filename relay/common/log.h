@@ -26,6 +26,15 @@ void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_vlog(enum log_level lvl, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
 
+/* Gathering (stderr only): while on, the calling thread's lines collect in
+ * a per-thread buffer and leave in one write(2) at log_flush(), when the
+ * buffer fills, or at once for an error. mx2d's event loop gathers and
+ * flushes before every wait for events, so a line is never held while the
+ * process sleeps, and the lines of one loop turn (often several messages'
+ * worth) cost one system call. Turning it off flushes; so does exit(). */
+void log_gather(int on);
+void log_flush(void);
+
 /* Bad environment at startup: log and exit(1). */
 void log_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
