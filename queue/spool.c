@@ -130,6 +130,23 @@ spool_mdb_err(int rc)
     }
 }
 
+/* LMDB reader slots: SPOOL_MAXREADERS, or MX2_SPOOL_MAXREADERS (8 to
+ * 65536) so that tests can run out of them quickly. */
+static unsigned
+spool_maxreaders(void)
+{
+    const char *s = getenv("MX2_SPOOL_MAXREADERS");
+    char *end;
+    unsigned long v;
+
+    if (s == NULL || *s == '\0')
+        return SPOOL_MAXREADERS;
+    v = strtoul(s, &end, 10);
+    if (*end != '\0' || v < 8 || v > 65536)
+        return SPOOL_MAXREADERS;
+    return (unsigned)v;
+}
+
 static int
 spool_mapsize(size_t *out)
 {
@@ -1004,7 +1021,7 @@ spool_open(const char *dir, unsigned flags, struct spool **out)
         goto fail;
     }
     mdb_env_set_maxdbs(s->env, 4);
-    mdb_env_set_maxreaders(s->env, SPOOL_MAXREADERS);
+    mdb_env_set_maxreaders(s->env, spool_maxreaders());
     if (!(flags & SPOOL_RDONLY))
         mdb_env_set_mapsize(s->env, mapsize);
     /* Default sync mode: mdb_txn_commit returns after fdatasync of the data

@@ -821,6 +821,15 @@ fl_on_updated(struct writer_job *job)
 static void
 fl_submit_update(struct fl_attempt *a)
 {
+    /* The attempt is over (any DSN is composed): its body view ends now,
+     * not when the writer has recorded the outcome. Each open view is an
+     * LMDB read transaction, holding a reader slot and pinning old pages;
+     * a fast primary and a slow disk leave thousands of attempts waiting
+     * for their record, which used to exhaust the slots (every later read
+     * failed: "cannot read the queue file"). */
+    spool_body_close(&a->body);
+    a->m.body = NULL;
+    a->m.body_len = 0;
     memset(&a->job, 0, sizeof(a->job));
     a->job.kind = WRITER_UPDATE;
     a->job.ops = a->ops;

@@ -725,3 +725,47 @@ def test_bounce_to_a_domain_that_does_not_exist_is_dropped_with_a_log_line(tmp_p
         d.close()
         dns.close()
         primary.stop()
+
+
+# ---- a fast primary and a slow disk ------------------------------------------
+
+def test_attempts_waiting_for_their_record_do_not_exhaust_the_spools_readers(tmp_path):
+    # Each open message body is an LMDB read transaction (a reader slot).
+    # While a slow sync holds up the records of finished deliveries, the
+    # flusher keeps delivering: hundreds of attempts wait for their record.
+    # They must not keep their bodies open (regression: with 1,024 slots a
+    # 20,000-message drain into smtp-sink stalled, every later read failing
+    # with "cannot read the queue file" and the rest left for an hour).
+    # 40 slots here (MX2_SPOOL_MAXREADERS) and 200 messages.
+    faults = Faults(tmp_path)
+    pport = free_port()
+    d = Mx2d(tmp_path, primary=["[127.0.0.1]:%d" % pport], primary_concurrency=10,
+             **fast(retry_min="1h", retry_max="1h", probe_interval="1h"))
+    env = faults.env()
+    env["MX2_SPOOL_MAXREADERS"] = "40"
+    start(d, env)
+    sink = Sink(port=pport)
+    n = 200
+    try:
+        import smtplib
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=30) as c:
+            for i in range(n):
+                assert c.sendmail("s%d@sender.test" % i, [ALICE],
+                                  "Subject: m%d\r\n\r\n%s\r\n" % (i, "x" * 1500)) == {}
+        assert wait_until(lambda: log_count(d, "status=deferred") >= n, 30), d.read_log()[-2000:]
+        faults.on("slowsync /queue/data.mdb")
+        sink.start()
+        r = d.ctl("flush")
+        assert r.returncode == 0, r.stderr
+        assert sink.wait_messages(n, 60), (len(sink.messages), d.read_log()[-3000:])
+        assert faults.hits("slowsync")
+        faults.off()
+        assert wait_until(lambda: queue(d) == [], 30), d.read_log()[-3000:]
+        log = d.read_log()
+        assert "cannot read the queue file" not in log, log[-3000:]
+        assert log.count("status=sent") == n
+        assert len({m.mail_from for m in sink.messages}) == n
+    finally:
+        faults.off()
+        d.close()
+        sink.stop()
