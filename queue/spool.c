@@ -37,6 +37,7 @@
 #include "err.h"
 #include "fsio.h"
 #include "journal.h"
+#include "log.h"
 #include "xalloc.h"
 
 /* Bodies per write transaction, at most (one message may exceed it alone).
@@ -476,7 +477,7 @@ spool_journal_append(struct spool *s, struct spool_new *msgs, size_t n)
         memcpy(m->env->qid, e->qid, QID_SIZE);
         if (envelope_encode_to(m->env, j->buf + off + JOURNAL_HDR, envlen, &outlen) != 0 ||
             outlen != envlen)
-            abort(); /* encoded_size said it encodes */
+            log_abort(); /* encoded_size said it encodes */
         if (m->body_len > 0)
             memcpy(j->buf + off + JOURNAL_HDR + envlen, m->body, m->body_len);
         e->off = off;
@@ -1211,7 +1212,7 @@ spool_put_one(struct spool *s, MDB_txn *txn, struct spool_new *m)
     if (rc != 0)
         return rc;
     if (envelope_encode_to(e, v.mv_data, envlen, &outlen) != 0 || outlen != envlen)
-        abort(); /* encoded_size said it encodes: a broken invariant */
+        log_abort(); /* encoded_size said it encodes: a broken invariant */
     memcpy(m->qid, qid, QID_SIZE);
     m->result = 1; /* stored in this txn; becomes 0 when the commit succeeds */
     return 0;
@@ -1431,7 +1432,7 @@ spool_op_one(struct spool *s, MDB_txn *txn, struct spool_op *op)
             v.mv_data = NULL;
             rc = mdb_put(txn, s->dbi_env, &k, &v, MDB_RESERVE);
             if (rc == 0 && (envelope_encode_to(&e, v.mv_data, len, &outlen) != 0 || outlen != len))
-                abort(); /* encoded_size said it encodes */
+                log_abort(); /* encoded_size said it encodes */
         }
     }
     envelope_free(&e);

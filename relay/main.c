@@ -151,6 +151,9 @@ mx2d_on_stop_timer(uv_timer_t *t)
     mx2d_close_handle((uv_handle_t *)&d->map_timer);
     mx2d_close_handle((uv_handle_t *)&d->stop_timer);
     mx2d_close_handle((uv_handle_t *)&d->log_prep);
+    /* No flush before each wait from now on: the last lines (the loop may
+     * still wait for a thread-pool job) go out as they are logged. */
+    log_gather(0);
 }
 
 static void mx2d_stop(struct mx2d *d);

@@ -37,6 +37,7 @@
 #include <strings.h>
 
 #include "err.h"
+#include "log.h"
 
 enum {
     ST_START = 0, /* at the start of a line, nothing held */
@@ -350,7 +351,7 @@ smtp_data_feed(struct smtp_data *d, const char *in, size_t inlen, char *out, siz
             }
             break;
         default:
-            abort(); /* a broken invariant: st_ is private */
+            log_abort(); /* a broken invariant: st_ is private */
         }
     }
     *outlen = e.n;

@@ -6,6 +6,9 @@
  */
 #include "log.h"
 
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,8 +23,11 @@ static enum log_level log_max = LOG_LVL_INFO;
 static pid_t log_pid; /* cached by log_open: one getpid(2) less per line */
 
 #define LOG_GATHER_MAX (16 * 1024)
-static _Thread_local struct {
+/* One thread gathers (mx2d's event loop): the buffer is global so that a
+ * process about to abort can still write it from any thread. */
+static struct {
     int on;
+    pthread_t owner;
     size_t len;
     char buf[LOG_GATHER_MAX];
 } log_g;
@@ -33,29 +39,75 @@ static _Thread_local struct {
     char text[32];
 } log_ts;
 
+static int
+log_gathering(void)
+{
+    return log_g.on && pthread_equal(log_g.owner, pthread_self());
+}
+
+/* Write all of p, retrying after a signal or a short write (a pipe or a
+ * socket to journald can take part of it). Pieces of at most PIPE_BUF
+ * bytes, cut at line ends, so that each is atomic on a pipe: lines from
+ * other threads, written whole, never land inside one. */
 static void
 log_write_all(const char *p, size_t n)
 {
-    /* One write: lines from several threads never interleave. */
-    if (write(STDERR_FILENO, p, n) < 0)
-        return;
+    while (n > 0) {
+        size_t piece = n;
+        if (piece > PIPE_BUF) {
+            piece = PIPE_BUF;
+            while (piece > 0 && p[piece - 1] != '\n')
+                piece--;
+            if (piece == 0)
+                piece = PIPE_BUF; /* no line end: cannot happen, lines are short */
+        }
+        ssize_t w = write(STDERR_FILENO, p, piece);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return; /* nowhere to report it */
+        }
+        p += w;
+        n -= (size_t)w;
+    }
 }
 
 void
 log_flush(void)
 {
-    if (log_g.len > 0) {
+    if (log_gathering() && log_g.len > 0) {
         log_write_all(log_g.buf, log_g.len);
         log_g.len = 0;
     }
 }
 
 void
+log_flush_before_abort(void)
+{
+    if (log_g.on && log_g.len > 0) {
+        log_write_all(log_g.buf, log_g.len);
+        log_g.len = 0;
+    }
+}
+
+void
+log_abort(void)
+{
+    log_flush_before_abort();
+    abort();
+}
+
+void
 log_gather(int on)
 {
-    if (!on)
+    if (!on) {
         log_flush();
-    log_g.on = on && log_to == LOG_TARGET_STDERR;
+        log_g.on = 0;
+        return;
+    }
+    log_g.owner = pthread_self();
+    log_g.len = 0;
+    log_g.on = log_to == LOG_TARGET_STDERR;
 }
 
 static int log_atexit_set;
@@ -128,7 +180,7 @@ log_vlog(enum log_level lvl, const char *fmt, va_list ap)
     if (r > 0)
         n += (size_t)r < sizeof(line) - n - 1 ? (size_t)r : sizeof(line) - n - 2;
     line[n++] = '\n';
-    if (!log_g.on) {
+    if (!log_gathering()) {
         log_write_all(line, n);
         return;
     }

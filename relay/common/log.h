@@ -31,9 +31,15 @@ void log_vlog(enum log_level lvl, const char *fmt, va_list ap)
  * buffer fills, or at once for an error. mx2d's event loop gathers and
  * flushes before every wait for events, so a line is never held while the
  * process sleeps, and the lines of one loop turn (often several messages'
- * worth) cost one system call. Turning it off flushes; so does exit(). */
+ * worth) cost one system call. Turning it off flushes; so does exit().
+ * One thread gathers at a time (the last to turn it on). */
 void log_gather(int on);
 void log_flush(void);
+/* Best effort, from any thread, for a process about to abort(): writes what
+ * the gathering thread holds (abort runs no atexit handler). */
+void log_flush_before_abort(void);
+/* A broken invariant: write what is held, then abort(). */
+void log_abort(void) __attribute__((noreturn));
 
 /* Bad environment at startup: log and exit(1). */
 void log_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

@@ -3,6 +3,8 @@
  */
 #include "xalloc.h"
 
+#include "log.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +12,7 @@
 static void
 xalloc_die(size_t n)
 {
+    log_flush_before_abort();
     fprintf(stderr, "mx2: out of memory (%zu bytes)\n", n);
     abort();
 }

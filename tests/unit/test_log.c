@@ -1,7 +1,8 @@
 /*
  * test_log.c - stderr lines: the format, and gathering (log_gather): lines
  * held until log_flush, an error written at once, a full buffer written
- * before it overflows, gathering per thread, exit() writing what is held.
+ * before it overflows, gathering by one thread only, exit() and log_abort()
+ * writing what is held, a slow pipe with signals losing no line.
  * stderr is pointed at a temp file for each test.
  */
 #include <setjmp.h>
@@ -12,9 +13,11 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -233,6 +236,104 @@ test_exit_writes_what_is_held(void **state)
     free(s);
 }
 
+static void
+test_abort_writes_what_is_held(void **state)
+{
+    pid_t pid;
+    int st;
+    char *s;
+
+    (void)state;
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGABRT, SIG_DFL);
+        log_gather(1);
+        log_info("before the broken invariant");
+        log_abort();
+    }
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st));
+    assert_int_equal(WTERMSIG(st), SIGABRT);
+    s = written();
+    assert_non_null(strstr(s, "info: before the broken invariant\n"));
+    free(s);
+}
+
+struct slow_reader {
+    int fd;
+    char *got;
+    size_t len;
+};
+
+static void *
+slow_reader_run(void *arg)
+{
+    struct slow_reader *r = arg;
+    ssize_t n;
+
+    while ((n = read(r->fd, r->got + r->len, 512)) > 0) {
+        r->len += (size_t)n;
+        usleep(2000);
+    }
+    return NULL;
+}
+
+static void
+on_alarm(int sig)
+{
+    (void)sig;
+}
+
+static void
+test_a_slow_pipe_and_signals_lose_no_line(void **state)
+{
+    /* stderr is a small pipe read slowly, and a signal (SA_RESTART, as
+     * libuv installs its handlers) interrupts the blocked writes: a write
+     * cut short must go on with the rest, or lines vanish. */
+    int p[2], saved = dup(STDERR_FILENO);
+    struct slow_reader r = {0};
+    struct sigaction sa, old;
+    struct itimerval it = {{0, 700}, {0, 700}}, off = {{0, 0}, {0, 0}};
+    pthread_t t;
+    char line[900];
+
+    (void)state;
+    assert_int_equal(pipe(p), 0);
+    fcntl(p[1], F_SETPIPE_SZ, 4096);
+    dup2(p[1], STDERR_FILENO);
+    close(p[1]);
+    r.fd = p[0];
+    r.got = calloc(1, 1 << 20);
+    pthread_create(&t, NULL, slow_reader_run, &r);
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_alarm;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGALRM, &sa, &old);
+    setitimer(ITIMER_REAL, &it, NULL);
+
+    memset(line, 'y', sizeof(line) - 1);
+    line[sizeof(line) - 1] = '\0';
+    log_gather(1);
+    for (int i = 0; i < 60; i++)
+        log_info("%02d %s", i, line);
+    log_gather(0);
+
+    setitimer(ITIMER_REAL, &off, NULL);
+    sigaction(SIGALRM, &old, NULL);
+    dup2(saved, STDERR_FILENO); /* the pipe's last writer goes: EOF */
+    close(saved);
+    pthread_join(t, NULL);
+    close(p[0]);
+    assert_int_equal(count(r.got, "\n"), 60);
+    for (int i = 0; i < 60; i++) {
+        char want[8];
+        snprintf(want, sizeof(want), ": %02d y", i);
+        assert_non_null(strstr(r.got, want));
+    }
+    free(r.got);
+}
+
 int
 main(void)
 {
@@ -246,6 +347,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_gathering_is_per_thread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exit_writes_what_is_held, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_abort_writes_what_is_held, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_slow_pipe_and_signals_lose_no_line, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
