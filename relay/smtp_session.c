@@ -770,6 +770,9 @@ smtpd_on_committed(struct writer_job *job)
         smtpd_maybe_free(s);
         return;
     }
+    /* The 250 and the replies to whatever the client pipelined behind the
+     * end of data (handled below) leave in one send. */
+    conn_cork(&s->conn);
     if (job->result == 0)
         smtpd_reply(s, 250, "2.0.0 Ok: queued as %s", job->msg.qid);
     else
@@ -784,11 +787,13 @@ smtpd_on_committed(struct writer_job *job)
         smtpd_flush(s);
         smtpd_enter_state(s, SMTPD_S_QUIT);
         conn_close_after_write(&s->conn);
+        conn_uncork(&s->conn);
         return;
     }
     conn_resume(&s->conn);
     conn_touch(&s->conn);
     smtpd_process(s);
+    conn_uncork(&s->conn);
 }
 
 static void
