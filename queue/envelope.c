@@ -35,7 +35,12 @@ static const unsigned char envelope_magic[4] = {'M', 'X', '2', 'E'};
 
 /* ---- CRC-32 ---- */
 
-static uint32_t envelope_crc_table[256];
+/* The reflected CRC-32 of zlib and Ethernet (polynomial 0xedb88320),
+ * eight bytes a step ("slicing by 8": table k advances a byte's effect
+ * by k more bytes). Same values as the byte-at-a-time loop, about five
+ * times faster; it is the biggest user-space cost of a journaled 2 KiB
+ * message. */
+static uint32_t envelope_crc_table[8][256];
 static pthread_once_t envelope_crc_once = PTHREAD_ONCE_INIT;
 
 static void
@@ -45,8 +50,13 @@ envelope_crc_init(void)
         uint32_t c = i;
         for (int k = 0; k < 8; k++)
             c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
-        envelope_crc_table[i] = c;
+        envelope_crc_table[0][i] = c;
     }
+    for (int t = 1; t < 8; t++)
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t c = envelope_crc_table[t - 1][i];
+            envelope_crc_table[t][i] = envelope_crc_table[0][c & 0xffu] ^ (c >> 8);
+        }
 }
 
 uint32_t
@@ -55,15 +65,27 @@ envelope_crc32(const void *data, size_t len)
     return envelope_crc32_update(0, data, len);
 }
 
+static inline uint32_t
+envelope_le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
 uint32_t
 envelope_crc32_update(uint32_t crc, const void *data, size_t len)
 {
+    const uint32_t(*t)[256] = (const uint32_t(*)[256])envelope_crc_table;
     const unsigned char *p = data;
     uint32_t c = crc ^ 0xffffffffu;
 
     pthread_once(&envelope_crc_once, envelope_crc_init);
-    for (size_t i = 0; i < len; i++)
-        c = envelope_crc_table[(c ^ p[i]) & 0xffu] ^ (c >> 8);
+    for (; len >= 8; p += 8, len -= 8) {
+        uint32_t a = c ^ envelope_le32(p), b = envelope_le32(p + 4);
+        c = t[7][a & 0xffu] ^ t[6][(a >> 8) & 0xffu] ^ t[5][(a >> 16) & 0xffu] ^ t[4][a >> 24] ^
+            t[3][b & 0xffu] ^ t[2][(b >> 8) & 0xffu] ^ t[1][(b >> 16) & 0xffu] ^ t[0][b >> 24];
+    }
+    for (; len > 0; p++, len--)
+        c = t[0][(c ^ *p) & 0xffu] ^ (c >> 8);
     return c ^ 0xffffffffu;
 }
 

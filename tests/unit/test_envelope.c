@@ -383,6 +383,42 @@ test_names_and_counts(void **state)
     assert_int_equal(envelope_crc32("123456789", 9), 0xcbf43926u);
 }
 
+/* The bit-at-a-time definition, for comparing the fast CRC with. */
+static uint32_t
+crc32_reference(uint32_t crc, const unsigned char *p, size_t len)
+{
+    uint32_t c = crc ^ 0xffffffffu;
+
+    for (size_t i = 0; i < len; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++)
+            c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+    }
+    return c ^ 0xffffffffu;
+}
+
+static void
+test_crc32_matches_the_definition_at_every_length_and_alignment(void **state)
+{
+    unsigned char buf[600];
+    uint32_t x = 12345;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(buf); i++) {
+        x = x * 1103515245u + 12345u;
+        buf[i] = (unsigned char)(x >> 16);
+    }
+    for (size_t off = 0; off < 8; off++)
+        for (size_t len = 0; len + off <= 300; len++)
+            assert_int_equal(envelope_crc32(buf + off, len), crc32_reference(0, buf + off, len));
+    /* Updating in pieces gives the CRC of the whole. */
+    for (size_t cut = 0; cut <= sizeof(buf); cut += 37) {
+        uint32_t c = envelope_crc32_update(0, buf, cut);
+        c = envelope_crc32_update(c, buf + cut, sizeof(buf) - cut);
+        assert_int_equal(c, crc32_reference(0, buf, sizeof(buf)));
+    }
+}
+
 /* MX2_WRITE_CORPUS=DIR: write the fuzz seeds. */
 static void
 write_corpus(const char *dir)
@@ -418,6 +454,7 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_crc32_matches_the_definition_at_every_length_and_alignment),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_truncation_and_bit_flips_refused),
         cmocka_unit_test(test_malformed_fields_refused),
