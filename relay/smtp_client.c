@@ -439,8 +439,11 @@ smtpc_txn_reply(struct smtpc *c)
 
     if (c->xfwd_pending) {
         /* XFORWARD's reply: a refused XFORWARD is not worth failing the
-         * delivery for (as without PIPELINING). */
+         * delivery for (as without PIPELINING); a server closing (421)
+         * is, with its own words. */
         c->xfwd_pending = 0;
+        if (code == 421)
+            smtpc_fail_reply(c, "XFORWARD");
         return;
     }
     if (c->expect == 0) { /* MAIL */
@@ -595,7 +598,12 @@ smtpc_handle_reply(struct smtpc *c)
         smtpc_enter_state(c, SMTPC_S_AUTH);
         return;
     case SMTPC_S_XFORWARD:
-        /* A refused XFORWARD is not worth failing the delivery for. */
+        /* A refused XFORWARD is not worth failing the delivery for; a
+         * server closing (421) is. */
+        if (code == 421) {
+            smtpc_fail_reply(c, "XFORWARD");
+            return;
+        }
         smtpc_start_txn(c);
         return;
     case SMTPC_S_TXN:

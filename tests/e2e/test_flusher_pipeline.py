@@ -3,6 +3,7 @@ data (RFC 2920 3.1: message content may be the first command of a group),
 and every outcome stays per message: a refused "." does not touch the next
 transaction, and a connection lost with two messages in flight defers both
 (neither is lost, neither is counted delivered)."""
+import re
 import socket
 import threading
 import time
@@ -255,6 +256,22 @@ def test_a_refused_pipelined_xforward_does_not_fail_the_delivery(tmp_path):
         assert len(p.xforwards) == 3
         assert wait(lambda: "Mail queue is empty" in d.ctl("queue").stdout, 10)
         assert d.read_log().count("status=sent") == 3
+    finally:
+        d.close()
+        p.stop()
+
+
+def test_a_421_to_a_pipelined_xforward_defers_with_the_servers_words(tmp_path):
+    d = queue_three(tmp_path)
+    p = ScriptedPrimary(hold=0.05, xforward="421 4.3.2 Service shutting down")
+    try:
+        deliver_to(d, p)
+        assert wait(lambda: "(in reply to XFORWARD)" in d.read_log(), 20), d.read_log()[-3000:]
+        log = d.read_log()
+        assert re.search(r"status=deferred \(host 127\.0\.0\.1\[127\.0\.0\.1\] said: "
+                         r"421 4\.3\.2 Service shutting down \(in reply to XFORWARD\)\)", log), \
+            log[-3000:]
+        assert p.messages == []
     finally:
         d.close()
         p.stop()
