@@ -126,10 +126,8 @@ log_open(const char *ident, enum log_target target)
     log_ident = ident;
     log_to = target;
     log_pid = getpid();
-    if (!log_atexit_set) {
-        atexit(log_atexit);
+    if (!log_atexit_set && atexit(log_atexit) == 0)
         log_atexit_set = 1;
-    }
     if (target == LOG_TARGET_SYSLOG)
         openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
     lvl = getenv("MX2_DEBUG");
