@@ -52,8 +52,16 @@ sched_retry_delay(const struct mx2_config *cfg, uint32_t failures, uint32_t seed
         delay = delay > hi / 2 ? hi : delay * 2;
     }
     int64_t span = delay / 10;
-    if (span > 0)
-        delay += (int64_t)(mix32(seed) % (uint64_t)(span + 1));
+    if (span > 0) {
+        int64_t j = (int64_t)(mix32(seed) % (uint64_t)(span + 1));
+        /* SPEC: doubling "up to retry_max": never past it. Below the cap
+         * the jitter is added (clamped); at the cap it is taken off, so
+         * messages deferred together still spread out. */
+        if (delay == hi)
+            delay -= j;
+        else
+            delay = delay > hi - j ? hi : delay + j;
+    }
     return delay;
 }
 

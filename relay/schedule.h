@@ -9,10 +9,11 @@
  *
  * Policy (SPEC.md "Delivery (flusher)"):
  * - After the k-th consecutive failure of a message (k >= 1) the next attempt
- *   is retry_min * 2^(k-1), capped at retry_max, plus a jitter in
- *   [0, delay/10] derived from a caller-supplied seed (e.g. a hash of the
- *   queue ID), so that thousands of messages deferred by the same outage do
- *   not come back in the same second. Huge k never overflows.
+ *   is retry_min * 2^(k-1), capped at retry_max, moved by a jitter of up to
+ *   a tenth derived from a caller-supplied seed (e.g. a hash of the queue
+ *   ID), so that thousands of messages deferred by the same outage do not
+ *   come back in the same second: added below the cap (never past it),
+ *   taken off at the cap. Huge k never overflows.
  * - A message whose age (now - arrival) reaches queue_lifetime is expired.
  * - The delay warning (delay_warning > 0) is due once, when the age reaches
  *   delay_warning, unless the message has already expired (then the bounce
@@ -35,8 +36,9 @@
 #include "config.h"
 
 /* Delay before the next attempt after `failures` consecutive failures:
- * 0 when failures is 0; else min(retry_min * 2^(failures-1), retry_max) plus
- * jitter in [0, that/10] derived deterministically from seed. */
+ * 0 when failures is 0; else base = min(retry_min * 2^(failures-1), retry_max)
+ * and j in [0, base/10] derived deterministically from seed: min(base + j,
+ * retry_max) below the cap, retry_max - j at it. Never above retry_max. */
 int64_t sched_retry_delay(const struct mx2_config *cfg, uint32_t failures, uint32_t seed);
 
 /* now + sched_retry_delay(cfg, failures, seed). */

@@ -30,8 +30,10 @@ cfg_make(int64_t rmin, int64_t rmax)
     return c;
 }
 
-/* The base delay (no jitter) is recovered as the minimum over many seeds;
- * each delay must stay within [base, base + base/10]. */
+/* The base delay (no jitter) is recovered over many seeds: below the cap
+ * it is the minimum and each delay stays within [base, min(base + base/10,
+ * cap)]; at the cap it is the maximum (never past retry_max) and each delay
+ * stays within [cap - cap/10, cap]. */
 static void
 test_delay_doubles_and_caps(void **state)
 {
@@ -50,8 +52,13 @@ test_delay_doubles_and_caps(void **state)
             lo = d < lo ? d : lo;
             hi = d > hi ? d : hi;
         }
-        assert_int_equal(lo, rows[i].base);
-        assert_true(hi <= rows[i].base + rows[i].base / 10);
+        if (rows[i].base < 4200) {
+            assert_int_equal(lo, rows[i].base);
+            assert_true(hi <= rows[i].base + rows[i].base / 10);
+        } else {
+            assert_int_equal(hi, 4200);
+            assert_true(lo >= 4200 - 4200 / 10);
+        }
         if (rows[i].base >= 100) /* the jitter really spreads */
             assert_true(hi - lo >= rows[i].base / 20);
     }
@@ -67,10 +74,13 @@ test_jitter_deterministic_and_bounded(void **state)
             int64_t b = sched_retry_delay(&c, f, seed);
             assert_int_equal(a, b); /* no hidden randomness */
             int64_t base = 60LL << (f - 1);
-            if (base > 3600)
-                base = 3600;
-            assert_true(a >= base);
-            assert_true(a <= base + base / 10);
+            if (base >= 3600) {
+                assert_true(a >= 3600 - 3600 / 10);
+                assert_true(a <= 3600);
+            } else {
+                assert_true(a >= base);
+                assert_true(a <= base + base / 10 && a <= 3600);
+            }
         }
     }
     /* Neighbouring seeds (consecutive queue IDs) do not all land together. */
@@ -95,16 +105,18 @@ test_delay_edge_configs(void **state)
         {0, 0, 5, 0, 0},       /* zero retry: immediate */
         {0, 3600, 1000, 0, 0}, /* 0 doubles to 0 */
         {5, 5, 1, 5, 5},       /* span 0: no jitter */
-        {10, 10, 3, 10, 11},
-        {600, 300, 1, 300, 330}, /* min > max: the cap wins */
+        {10, 10, 3, 9, 10},    /* at the cap: taken off, never past it */
+        {600, 300, 1, 270, 300}, /* min > max: the cap wins */
         {-5, -1, 3, 0, 0},       /* negative: clamped */
-        {1, CONFIG_DURATION_MAX, 1000, CONFIG_DURATION_MAX,
-         CONFIG_DURATION_MAX + CONFIG_DURATION_MAX / 10},
-        {CONFIG_DURATION_MAX, CONFIG_DURATION_MAX, UINT32_MAX, CONFIG_DURATION_MAX,
-         CONFIG_DURATION_MAX + CONFIG_DURATION_MAX / 10},
+        {1, CONFIG_DURATION_MAX, 1000, CONFIG_DURATION_MAX - CONFIG_DURATION_MAX / 10,
+         CONFIG_DURATION_MAX},
+        {CONFIG_DURATION_MAX, CONFIG_DURATION_MAX, UINT32_MAX,
+         CONFIG_DURATION_MAX - CONFIG_DURATION_MAX / 10, CONFIG_DURATION_MAX},
         {3, 1000, 2, 6, 6},
         {3, 1000, 9, 768, 844},
-        {3, 1000, 10, 1000, 1100}, /* 1536 > cap */
+        {3, 1000, 10, 900, 1000}, /* 1536 > cap */
+        {950, 1000, 1, 950, 1000}, /* below the cap, + jitter clamped to it */
+        {950, 1000, 2, 900, 1000},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         struct mx2_config c = cfg_make(rows[i].rmin, rows[i].rmax);
