@@ -296,7 +296,7 @@ static int
 mx2d_check(const char *path, struct mx2_config *cfg, int check_only)
 {
     struct config_errors errs = {0};
-    int rc, problems = 0;
+    int rc, problems = 0, cfg_ok;
 
     rc = config_load(path, cfg, &errs);
     if (rc == 0)
@@ -309,7 +309,13 @@ mx2d_check(const char *path, struct mx2_config *cfg, int check_only)
         problems = 1;
     }
     config_errors_free(&errs);
-    if (problems == 0 && check_only) {
+    if (!check_only)
+        return problems;
+    /* -t reports every problem (SPEC): with other keys refused, the map and
+     * the TLS pair are still tried when the file set them acceptably (a
+     * default standing in for a refused or unread value would only mislead). */
+    cfg_ok = problems == 0;
+    if (cfg_ok || config_key_accepted(cfg, "recipient_map")) {
         struct rcptmap *map = NULL;
         rc = rcptmap_open(cfg->recipient_map, &map);
         if (rc != 0) {
@@ -317,15 +323,16 @@ mx2d_check(const char *path, struct mx2_config *cfg, int check_only)
             problems++;
         }
         rcptmap_close(map);
-        if (cfg->tls_cert[0] != '\0') {
-            struct tls_ctx *tls = NULL;
-            char why[256];
-            if (tls_ctx_server_new(cfg->tls_cert, cfg->tls_key, &tls, why, sizeof(why)) != 0) {
-                fprintf(stderr, "mx2d: tls_cert/tls_key: %s\n", why);
-                problems++;
-            }
-            tls_ctx_free(tls);
+    }
+    if (cfg->tls_cert[0] != '\0' && cfg->tls_key[0] != '\0' &&
+        (cfg_ok || (config_key_accepted(cfg, "tls_cert") && config_key_accepted(cfg, "tls_key")))) {
+        struct tls_ctx *tls = NULL;
+        char why[256];
+        if (tls_ctx_server_new(cfg->tls_cert, cfg->tls_key, &tls, why, sizeof(why)) != 0) {
+            fprintf(stderr, "mx2d: tls_cert/tls_key: %s\n", why);
+            problems++;
         }
+        tls_ctx_free(tls);
     }
     return problems;
 }
@@ -401,7 +408,8 @@ main(int argc, char **argv)
     struct spool_stats st;
 
     memset(&d, 0, sizeof(d));
-    while ((opt = getopt_long(argc, argv, "c:th", longopts, NULL)) != -1) {
+    opterr = 0; /* our own one-line messages below (SPEC: one line) */
+    while ((opt = getopt_long(argc, argv, ":c:th", longopts, NULL)) != -1) {
         switch (opt) {
         case 'c':
             path = optarg;
@@ -415,13 +423,20 @@ main(int argc, char **argv)
         case 'V':
             printf("mx2d %s\n", MX2_VERSION);
             return 0;
+        case ':':
+            fprintf(stderr, "mx2d: option %s needs an argument (try mx2d -h)\n",
+                    argv[optind - 1]);
+            return 2;
         default:
-            usage(stderr);
+            if (optopt != 0)
+                fprintf(stderr, "mx2d: unknown option '-%c' (try mx2d -h)\n", optopt);
+            else
+                fprintf(stderr, "mx2d: unknown option '%s' (try mx2d -h)\n", argv[optind - 1]);
             return 2;
         }
     }
     if (optind != argc) {
-        fprintf(stderr, "mx2d: unexpected argument: %s\n", argv[optind]);
+        fprintf(stderr, "mx2d: unexpected argument '%s' (try mx2d -h)\n", argv[optind]);
         return 2;
     }
     if (mx2d_check(path, &d.cfg, check_only) != 0) {

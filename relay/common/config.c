@@ -1168,6 +1168,7 @@ config_begin(struct mx2_config *cfg, const char *name)
     free(cfg->path);
     cfg->path = xstrdup(name);
     memset(cfg->key_line, 0, sizeof(cfg->key_line));
+    memset(cfg->key_refused, 0, sizeof(cfg->key_refused));
 }
 
 static int
@@ -1205,8 +1206,10 @@ config_load_text(const char *text, const char *name, struct mx2_config *cfg,
                 ld_err(&ld, s, key != NULL ? key : "?", "unknown key");
                 continue;
             }
+            size_t nerr = ld.nerr;
             cfg->key_line[idx] = config_setting_source_line(s);
             config_keys[idx].parse(&ld, s, &config_keys[idx]);
+            cfg->key_refused[idx] = ld.nerr != nerr;
         }
     }
     config_destroy(&lc);
@@ -1270,6 +1273,14 @@ config_load(const char *path, struct mx2_config *cfg, struct config_errors *errs
     rc = config_load_text(buf, path, cfg, errs);
     free(buf);
     return rc;
+}
+
+bool
+config_key_accepted(const struct mx2_config *cfg, const char *key)
+{
+    int idx = config_key_index(key);
+
+    return idx >= 0 && cfg->key_line[idx] != 0 && !cfg->key_refused[idx];
 }
 
 /* ---- daemon checks --------------------------------------------------- */

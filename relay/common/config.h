@@ -110,8 +110,10 @@ struct mx2_config {
     char *user;                       /* "" = do not drop privileges */
 
     /* Private to config.c: the line each key was set on in `path` (0 = not
-     * set), so config_check_daemon() can name it. */
+     * set), so config_check_daemon() can name it; and whether the value set
+     * there was refused (the field then holds the default). */
     unsigned key_line[CONFIG_KEY_SLOTS];
+    bool key_refused[CONFIG_KEY_SLOTS];
 };
 
 /* Collected problems, one line each ("FILE:LINE: key: reason"), no newline. */
@@ -123,6 +125,11 @@ struct config_errors {
 /* Fill every field with SPEC's defaults (allocates; config_free releases).
  * Overwrites cfg without freeing: pass a zeroed or freed struct. */
 void config_defaults(struct mx2_config *cfg);
+
+/* Whether the last load set `key` in its file and accepted the value: what
+ * `mx2d -t` still checks (the map opens, the TLS pair loads) when other keys
+ * were refused, so that it reports every problem at once. */
+bool config_key_accepted(const struct mx2_config *cfg, const char *key);
 
 /* Load `path` over what cfg holds: cfg must be zeroed (it then gets
  * config_defaults() first) or hold config_defaults() / an earlier load.

@@ -21,13 +21,18 @@ def test_version_and_help():
     assert r.returncode == 0 and "usage: mx2d" in r.stdout
 
 
-def test_usage_error_exits_2():
-    r = run("--no-such-option")
-    assert r.returncode == 2
-    r = run("-c")
-    assert r.returncode == 2
-    r = run("extra-argument")
-    assert r.returncode == 2 and "unexpected argument" in r.stderr
+def test_usage_error_exits_2_with_one_line():
+    # SPEC: errors go to stderr as one line that names the problem.
+    for args, names in [(["--no-such-option"], "unknown option '--no-such-option'"),
+                        (["-x"], "unknown option '-x'"),
+                        (["-c"], "option -c needs an argument"),
+                        (["extra-argument"], "unexpected argument 'extra-argument'")]:
+        r = run(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stdout == "", (args, r.stdout)
+        lines = r.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("mx2d: ") and names in lines[0], \
+            (args, r.stderr)
 
 
 def test_check_good_config(tmp_path):
@@ -51,6 +56,25 @@ def test_check_reports_every_problem_with_lines(tmp_path):
     assert "bad.conf:3" in err and "smtp_timeout" in err
     assert "bad.conf:4" in err and "max_recipients" in err
     assert "bad.conf:5" in err and "primary" in err
+
+
+def test_check_reports_config_errors_and_a_missing_map_together(tmp_path):
+    # "prints every problem found": a refused key does not hide the map.
+    d = Mx2d(tmp_path, users=None)
+    text = open(d.conf).read()
+    conf = tmp_path / "both.conf"
+    conf.write_text(text + '\nno_such_key = 1;\n')
+    r = run("-t", "-c", str(conf))
+    assert r.returncode == 2
+    assert "no_such_key" in r.stderr and "recipient_map" in r.stderr, r.stderr
+    assert all(line.startswith("mx2d: ") for line in r.stderr.splitlines()), r.stderr
+    # A refused recipient_map is reported once, as refused: its default
+    # path is not tried in its place.
+    conf.write_text(text.replace("recipient_map", "#recipient_map") +
+                    '\nrecipient_map = 5;\nno_such_key = 1;\n')
+    r = run("-t", "-c", str(conf))
+    assert r.returncode == 2
+    assert "no_such_key" in r.stderr and r.stderr.count("recipient_map") == 1, r.stderr
 
 
 def test_check_fails_when_map_does_not_open(tmp_path):
