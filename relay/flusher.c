@@ -16,7 +16,9 @@
  */
 #include "flusher.h"
 
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -451,7 +453,7 @@ struct fl_resolve {
     struct flusher *fl;
     enum fl_route route;
     char qid[QID_SIZE];            /* bounce route: the message */
-    struct mx2_hostport entries[8];
+    struct mx2_hostport entries[FL_MAX_TARGETS]; /* more could give no address */
     size_t nentries;
     char domain[256];              /* bounce route without bounce_relay: MX of this */
     struct smtpc_target t[FL_MAX_TARGETS];
@@ -510,14 +512,24 @@ fl_resolve_mx(struct fl_resolve *r, const char *domain, uint16_t port)
         r->err = 0;
 }
 
+static bool
+fl_is_ip_literal(const char *host)
+{
+    unsigned char a[sizeof(struct in6_addr)];
+
+    return inet_pton(AF_INET, host, a) == 1 || inet_pton(AF_INET6, host, a) == 1;
+}
+
 static void
 fl_resolve_work(uv_work_t *w)
 {
     struct fl_resolve *r = w->data;
 
     for (size_t i = 0; i < r->nentries; i++) {
-        /* [host] = no MX lookup (Postfix convention); plain host = its MX. */
-        if (r->entries[i].bracketed)
+        /* [host] = no MX lookup (Postfix convention); plain host = its MX.
+         * An IP address written without brackets has no MX to look up: it
+         * is meant as it is (an MX query for "192.0.2.1" would only fail). */
+        if (r->entries[i].bracketed || fl_is_ip_literal(r->entries[i].host))
             fl_add_addrs(r, r->entries[i].host, r->entries[i].port);
         else
             fl_resolve_mx(r, r->entries[i].host, r->entries[i].port);
@@ -586,7 +598,7 @@ fl_resolve_start(struct flusher *fl, enum fl_route route, struct fl_msg *m, cons
     r->route = route;
     r->work.data = r;
     if (route == FL_PRIMARY) {
-        for (size_t i = 0; i < fl->cfg->primary_count && i < 8; i++)
+        for (size_t i = 0; i < fl->cfg->primary_count && i < FL_MAX_TARGETS; i++)
             r->entries[r->nentries++] = fl->cfg->primary[i];
         fl->presolving = 1;
     } else {
@@ -983,10 +995,11 @@ fl_log_rcpt(struct fl_attempt *a, const struct envelope_rcpt *r, const char *sta
 {
     int64_t now = fl_now();
 
-    log_info("%s: to=<%s>, relay=%s, delay=%lld, delays=0/%lld/0/%lld, dsn=%s, status=%s (%s)",
-             a->msg->qid, r->address, a->relay[0] ? a->relay : "none",
-             (long long)(now - a->env.arrival_sec), (long long)(a->started - a->env.arrival_sec),
-             (long long)(now - a->started), dsn, status, text);
+    /* Exactly SPEC's shape: no delays=, orig_to= or conn_use=, which a
+     * pattern copied from SPEC would not expect. */
+    log_info("%s: to=<%s>, relay=%s, delay=%lld, dsn=%s, status=%s (%s)", a->msg->qid,
+             r->address, a->relay[0] ? a->relay : "none", (long long)(now - a->env.arrival_sec),
+             dsn, status, text);
 }
 
 /* Record the outcome of an attempt (n results; n may be 0 when the message
@@ -1070,7 +1083,9 @@ fl_attempt_finish(struct fl_attempt *a, const struct smtpc_result *why)
             op->error = r->last_error;
             fl->stats.expired++;
             fl->stats.bounced++;
-            fl_log_rcpt(a, r, "expired, returned to sender", "4.4.7", text);
+            /* SPEC's statuses are sent|deferred|bounced; the text says why
+             * (Postfix would write status=expired, returned to sender). */
+            fl_log_rcpt(a, r, "bounced", "4.4.7", text);
         }
         if (r->state == ENVELOPE_RCPT_BOUNCED && !(r->flags & ENVELOPE_RF_DSN_SENT))
             bounced[nb++] = i;

@@ -313,9 +313,13 @@ mx2ctl_queue_json(struct mx2ctl_queue *q, const char *qid, const struct envelope
            (long long)e->arrival_sec);
     mx2ctl_json_str(stdout, e->sender);
     printf(",\"state\":\"%s\",\"recipients\":[", mx2ctl_state_names[mx2ctl_msg_state(e)]);
-    for (size_t i = 0; i < e->nrcpt; i++) {
+    /* SPEC: each pending recipient, as in the text listing; one already
+     * delivered or bounced is no longer the queue's business. */
+    for (size_t i = 0, n = 0; i < e->nrcpt; i++) {
         const struct envelope_rcpt *r = &e->rcpts[i];
-        printf("%s{\"address\":", i ? "," : "");
+        if (r->state != ENVELOPE_RCPT_PENDING && r->state != ENVELOPE_RCPT_DEFERRED)
+            continue;
+        printf("%s{\"address\":", n++ ? "," : "");
         mx2ctl_json_str(stdout, r->address);
         printf(",\"state\":\"%s\",\"last_error\":", envelope_rcpt_state_name(r->state));
         mx2ctl_json_str(stdout, r->last_error);
