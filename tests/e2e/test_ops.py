@@ -549,7 +549,7 @@ def test_healthz_good(env):
     d = env.mx2(env.sink(start=False), http_listen="127.0.0.1:%d" % hport)
     log_before = d.read_log()
     st, body, hdrs = http(hport, "/healthz")
-    assert (st, body) == (200, "ok\n")
+    assert (st, body) == (200, "ok")  # SPEC: `ok`, exactly
     assert hdrs["Connection"] == "close"
     assert http(hport, "/healthz?probe=lb")[0] == 200
     assert http(hport, "/nope")[0] == 404
@@ -608,7 +608,7 @@ def test_http_malformed_requests(env):
         assert "\r\nConnection: close\r\n" in out
     # A second request on the same connection is not served: one per connection.
     out = http_raw(hport, b"GET /healthz HTTP/1.1\r\n\r\nGET /metrics HTTP/1.1\r\n\r\n")
-    assert out.count("HTTP/1.1 ") == 1 and out.endswith("ok\n")
+    assert out.count("HTTP/1.1 ") == 1 and out.endswith("\r\n\r\nok")
     # A client that never finishes its request is dropped after the timeout.
     t0 = time.time()
     out = http_raw(hport, b"GET /healthz HTTP/1.1\r\nHost: x\r\n", timeout=20)
