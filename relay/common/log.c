@@ -144,7 +144,9 @@ log_set_level(enum log_level max)
 void
 log_vlog(enum log_level lvl, const char *fmt, va_list ap)
 {
-    static const char *const names[] = {"error", "warning", "info", "debug"};
+    /* Postfix's shape: "warning: ", "error: " before the text, nothing for
+     * an ordinary line, so "ident[pid]: QUEUEID: ..." parses as Postfix's. */
+    static const char *const names[] = {"error: ", "warning: ", "", "debug: "};
     static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
     char line[2048];
     size_t n = 0;
@@ -154,7 +156,7 @@ log_vlog(enum log_level lvl, const char *fmt, va_list ap)
         return;
     if (log_to == LOG_TARGET_SYSLOG) {
         vsnprintf(line, sizeof(line), fmt, ap);
-        syslog(prio[lvl], "%s", line);
+        syslog(prio[lvl], "%s%s", names[lvl], line);
         return;
     }
     {
@@ -169,7 +171,7 @@ log_vlog(enum log_level lvl, const char *fmt, va_list ap)
         }
         memcpy(line, log_ts.text, log_ts.len);
         n = log_ts.len;
-        r = snprintf(line + n, sizeof(line) - n, ".%03ldZ %s[%ld]: %s: ", (long)tv.tv_usec / 1000,
+        r = snprintf(line + n, sizeof(line) - n, ".%03ldZ %s[%ld]: %s", (long)tv.tv_usec / 1000,
                      log_ident, (long)(log_pid ? log_pid : getpid()), names[lvl]);
         if (r > 0)
             n += (size_t)r;

@@ -4,6 +4,8 @@
  * Callers: every program, any thread (each line is written with one write(2),
  * so lines from threads never interleave). log_open() once at startup before
  * threads start. Lines carry no trailing newline in the format; log adds it.
+ * On stderr: "2026-11-25T06:00:00.123Z mx2d[42]: TEXT", with "warning: ",
+ * "error: " or "debug: " before TEXT for those levels (Postfix's shape).
  *
  * Log once, where a decision is made (STYLE.md): inner layers return codes.
  */

@@ -89,14 +89,15 @@ test_line_format(void **state)
     log_info("hello %d", 42);
     log_debug("not shown at info");
     s = written();
-    /* 2026-11-24T20:10:00.123Z tlog[123]: info: hello 42 */
+    /* 2026-11-24T20:10:00.123Z tlog[123]: hello 42 (an info line has no level word) */
     assert_int_equal(strncmp(s + 24, " tlog[", 6), 0);
     assert_int_equal(atol(s + 30), (long)getpid());
     assert_int_equal(s[4], '-');
     assert_int_equal(s[19], '.');
     assert_int_equal(s[10], 'T');
     assert_int_equal(s[23], 'Z');
-    assert_non_null(strstr(s, "]: info: hello 42\n"));
+    assert_non_null(strstr(s, "]: hello 42\n"));
+    assert_null(strstr(s, "info"));
     assert_int_equal(count(s, "\n"), 1);
     assert_null(strstr(s, "not shown"));
     free(s);
@@ -117,7 +118,7 @@ test_gathered_lines_wait_for_flush(void **state)
     log_flush();
     s = written();
     assert_int_equal(count(s, "\n"), 2);
-    assert_true(strstr(s, "info: one\n") < strstr(s, "warning: two\n"));
+    assert_true(strstr(s, "]: one\n") < strstr(s, "warning: two\n"));
     free(s);
     /* Flushing again writes nothing twice. */
     log_flush();
@@ -136,7 +137,7 @@ test_an_error_goes_at_once_with_what_came_before(void **state)
     log_info("before");
     log_err("broken");
     s = written();
-    assert_non_null(strstr(s, "info: before\n"));
+    assert_non_null(strstr(s, "]: before\n"));
     assert_non_null(strstr(s, "error: broken\n"));
     free(s);
 }
@@ -151,11 +152,11 @@ test_gather_off_writes_what_is_held(void **state)
     log_info("held");
     log_gather(0);
     s = written();
-    assert_non_null(strstr(s, "info: held\n"));
+    assert_non_null(strstr(s, "]: held\n"));
     free(s);
     log_info("direct");
     s = written();
-    assert_non_null(strstr(s, "info: direct\n"));
+    assert_non_null(strstr(s, "]: direct\n"));
     free(s);
 }
 
@@ -209,7 +210,7 @@ test_gathering_is_per_thread(void **state)
     pthread_create(&t, NULL, other_thread, NULL);
     pthread_join(t, NULL);
     s = written();
-    assert_non_null(strstr(s, "info: from another thread\n"));
+    assert_non_null(strstr(s, "]: from another thread\n"));
     assert_null(strstr(s, "loop thread"));
     free(s);
 }
@@ -232,7 +233,7 @@ test_exit_writes_what_is_held(void **state)
     assert_int_equal(waitpid(pid, &st, 0), pid);
     assert_int_equal(WEXITSTATUS(st), 3);
     s = written();
-    assert_non_null(strstr(s, "info: last words\n"));
+    assert_non_null(strstr(s, "]: last words\n"));
     free(s);
 }
 
@@ -256,7 +257,7 @@ test_abort_writes_what_is_held(void **state)
     assert_true(WIFSIGNALED(st));
     assert_int_equal(WTERMSIG(st), SIGABRT);
     s = written();
-    assert_non_null(strstr(s, "info: before the broken invariant\n"));
+    assert_non_null(strstr(s, "]: before the broken invariant\n"));
     free(s);
 }
 
