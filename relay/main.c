@@ -539,6 +539,7 @@ main(int argc, char **argv)
     uv_timer_start(&d.map_timer, mx2d_on_map_timer, MX2D_MAP_CHECK_MS, MX2D_MAP_CHECK_MS);
 
     log_info("mx2d %s started: %s", MX2_VERSION, d.cfg.hostname);
+    log_errors_to_stderr(0);
     log_gather(1);
     uv_run(d.loop, UV_RUN_DEFAULT);
     log_gather(0);

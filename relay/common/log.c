@@ -19,6 +19,7 @@
 
 static const char *log_ident = "mx2";
 static enum log_target log_to = LOG_TARGET_STDERR;
+static int log_err_stderr; /* syslog mode: errors also to stderr (log_errors_to_stderr) */
 static enum log_level log_max = LOG_LVL_INFO;
 static pid_t log_pid; /* cached by log_open: one getpid(2) less per line */
 
@@ -128,11 +129,19 @@ log_open(const char *ident, enum log_target target)
     log_pid = getpid();
     if (!log_atexit_set && atexit(log_atexit) == 0)
         log_atexit_set = 1;
-    if (target == LOG_TARGET_SYSLOG)
+    if (target == LOG_TARGET_SYSLOG) {
         openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
+        log_err_stderr = 1;
+    }
     lvl = getenv("MX2_DEBUG");
     if (lvl != NULL && *lvl != '\0' && strcmp(lvl, "0") != 0)
         log_max = LOG_LVL_DEBUG;
+}
+
+void
+log_errors_to_stderr(int on)
+{
+    log_err_stderr = on;
 }
 
 void
@@ -157,6 +166,13 @@ log_vlog(enum log_level lvl, const char *fmt, va_list ap)
     if (log_to == LOG_TARGET_SYSLOG) {
         vsnprintf(line, sizeof(line), fmt, ap);
         syslog(prio[lvl], "%s%s", names[lvl], line);
+        if (lvl == LOG_LVL_ERR && log_err_stderr) {
+            /* Starting up: whoever started mx2d sees why it stops. */
+            char out[2100];
+            int k = snprintf(out, sizeof(out), "%s: %s%s\n", log_ident, names[lvl], line);
+            if (k > 0)
+                log_write_all(out, (size_t)k < sizeof(out) ? (size_t)k : sizeof(out) - 1);
+        }
         return;
     }
     {

@@ -20,6 +20,11 @@ enum log_level { LOG_LVL_ERR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 /* ident: program name for syslog and the stderr prefix. */
 void log_open(const char *ident, enum log_target target);
 void log_set_level(enum log_level max);
+/* syslog mode: error lines also go to stderr, one line each ("ident:
+ * error: text"), from log_open until this is called with 0. mx2d turns it
+ * off once it serves, so a start that fails (a port taken, a spool it
+ * cannot open) says why to whoever started it, not only to syslog. */
+void log_errors_to_stderr(int on);
 
 void log_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

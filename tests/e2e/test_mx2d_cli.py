@@ -139,3 +139,21 @@ def test_demo_quick_start(tmp_path):
         out = p.communicate(timeout=30)[0].decode()
     assert "mx2d is starting" in out
     assert p.returncode == 0, out
+
+
+def test_syslog_mode_start_failure_also_on_stderr(tmp_path):
+    # log = "syslog": a start that fails must still say why to whoever
+    # started mx2d (a terminal, systemd's journal), not only to syslog.
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        d = Mx2d(tmp_path, log="syslog", listen=["127.0.0.1:%d" % taken.getsockname()[1]])
+        r = subprocess.run([binpath("mx2d"), "-c", d.conf], capture_output=True, text=True,
+                           timeout=30)
+    finally:
+        taken.close()
+    assert r.returncode == 1, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines and all(line.startswith("mx2d: error: ") for line in lines), r.stderr
+    assert any("cannot listen" in line for line in lines), r.stderr
