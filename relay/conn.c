@@ -110,11 +110,11 @@ conn_start(struct conn *c, uint64_t timeout_ms)
     int len = sizeof(ss);
     int rc;
 
+    /* One getpeername per connection (the logs and the per-IP limit need
+     * the peer); nothing uses the local address, so no getsockname: at
+     * thousands of connections a second every system call shows. */
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
         conn_fill_addr(&ss, c->peer_ip, sizeof(c->peer_ip), &c->peer_port);
-    len = sizeof(ss);
-    if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
-        conn_fill_addr(&ss, c->local_ip, sizeof(c->local_ip), &c->local_port);
     uv_tcp_nodelay(&c->tcp, 1);
     c->timeout_ms = timeout_ms;
     conn_touch(c);

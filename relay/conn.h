@@ -61,8 +61,7 @@ struct conn {
         tls_handshaking : 1;
     int err; /* first read/write error (negative libuv code or MX2_E_TLS) */
     char peer_ip[INET6_ADDRSTRLEN];
-    char local_ip[INET6_ADDRSTRLEN];
-    uint16_t peer_port, local_port;
+    uint16_t peer_port;
 };
 
 /* Initialise both handles on loop (the TCP handle is then ready for uv_accept
