@@ -157,3 +157,21 @@ def test_syslog_mode_start_failure_also_on_stderr(tmp_path):
     lines = r.stderr.splitlines()
     assert lines and all(line.startswith("mx2d: error: ") for line in lines), r.stderr
     assert any("cannot listen" in line for line in lines), r.stderr
+
+
+def test_cmake_install_puts_the_programs_in_sbin(tmp_path):
+    # SPEC: `cmake --install build` installs them to <prefix>/sbin.
+    build = os.path.dirname(os.path.dirname(os.path.abspath(binpath("mx2d"))))
+    assert os.path.exists(os.path.join(build, "cmake_install.cmake")), \
+        "MX2_BIN is not a CMake build's bin/: %s" % build
+    prefix = tmp_path / "prefix"
+    r = subprocess.run(["cmake", "--install", build, "--prefix", str(prefix)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for prog in ("mx2d", "mx2ctl", "mx2map"):
+        path = prefix / "sbin" / prog
+        assert os.access(path, os.X_OK), path
+        v = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30)
+        assert v.returncode == 0 and v.stdout.startswith(prog + " "), (prog, v.stdout, v.stderr)
+    assert os.path.islink(prefix / "sbin" / "mx2-mailq")
+    assert (prefix / "etc" / "mx2" / "mx2.conf.sample").is_file()

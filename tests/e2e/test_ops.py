@@ -660,7 +660,9 @@ def test_sighup_reloads_map_under_open_sessions(env):
     assert sorted(r["address"] for r in q[0]["recipients"]) == [ALICE, "dave@example.jp"]
 
 
-def test_sigterm_during_data_loses_nothing(env):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_during_data_loses_nothing(env, sig):
+    # SPEC: SIGTERM and SIGINT alike.
     d = env.mx2(env.sink(start=False))
     c = Raw(d.port)
     assert c.reply()[0] == 220
@@ -670,7 +672,7 @@ def test_sigterm_during_data_loses_nothing(env):
     assert c.cmd("DATA")[0] == 354
     c.send("Subject: in flight\r\n\r\nfirst half\r\n")
     time.sleep(0.3)
-    d.proc.send_signal(signal.SIGTERM)
+    d.proc.send_signal(sig)
     time.sleep(0.5)
     # New clients are no longer served while the old one finishes.
     assert d.proc.poll() is None

@@ -537,8 +537,9 @@ def test_tls_garbage_handshake_does_not_hurt(tmp_path, tls_files):
         d.close()
 
 
-def test_sigterm_exits_zero(mx2):
-    assert mx2.stop() == 0
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_exits_zero(mx2, sig):
+    assert mx2.stop(sig) == 0
 
 
 def test_client_that_never_reads_replies_is_bounded(tmp_path):
