@@ -29,8 +29,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -96,6 +98,8 @@ struct spool {
     struct spool_journal j;
     uint64_t room;    /* writer: the last spool_free_space before the journal's share */
     uint64_t room_ms; /* when it was taken (monotonic ms; 0: never) */
+    void *map;        /* LMDB's mapping of data.mdb (spool_find_map), or NULL */
+    size_t map_len;
 };
 
 /* LMDB codes stop here (STYLE.md: wrappers translate). */
@@ -982,6 +986,35 @@ spool_journal_salvage(struct spool *into, const char *qdir, uint64_t done_gen, u
     return rc;
 }
 
+/* Where LMDB mapped data.mdb: the mapping of its device and inode at offset
+ * 0 in /proc/self/maps (LMDB does not tell; me_mapaddr is only set for a
+ * fixed map). Not found: spool_release_pages does nothing. */
+static void
+spool_find_map(struct spool *s, const char *qdir)
+{
+    char *path = spool_join(qdir, "data.mdb"), line[512];
+    struct stat st;
+    FILE *f;
+
+    if (stat(path, &st) != 0 || (f = fopen("/proc/self/maps", "re")) == NULL) {
+        free(path);
+        return;
+    }
+    free(path);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        unsigned long lo, hi, off, ino;
+        unsigned maj, mnr;
+        if (sscanf(line, "%lx-%lx %*s %lx %x:%x %lu", &lo, &hi, &off, &maj, &mnr, &ino) == 6 &&
+            off == 0 && ino == (unsigned long)st.st_ino && makedev(maj, mnr) == st.st_dev &&
+            hi > lo) {
+            s->map = (void *)(uintptr_t)lo;
+            s->map_len = hi - lo;
+            break;
+        }
+    }
+    fclose(f);
+}
+
 int
 spool_open(const char *dir, unsigned flags, struct spool **out)
 {
@@ -1035,6 +1068,7 @@ spool_open(const char *dir, unsigned flags, struct spool **out)
     if ((rc = spool_check_size(s, qdir)) != 0 || (rc = spool_open_dbs(s)) != 0 ||
         (rc = spool_journal_open(s, qdir)) != 0)
         goto fail;
+    spool_find_map(s, qdir);
     if (!(flags & SPOOL_RDONLY)) {
         /* data.mdb and lock.mdb may have just been created: make their
          * directory entries (and queue/, tmp/ themselves) durable before
@@ -1050,6 +1084,29 @@ fail:
     free(qdir);
     spool_close(s);
     return rc;
+}
+
+int
+spool_release_pages(struct spool *spool)
+{
+    MDB_envinfo info;
+    MDB_stat ms;
+    uint64_t used;
+
+    if (spool->map == NULL)
+        return 0;
+    if (mdb_env_info(spool->env, &info) != 0 || mdb_env_stat(spool->env, &ms) != 0)
+        return MX2_E_INTERNAL;
+    used = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
+    if (used > spool->map_len)
+        used = spool->map_len;
+    /* A shared file mapping: the pages stay in the page cache (and on disk);
+     * only this process's page-table entries go. A reader touching a page
+     * afterwards, even one holding a pointer into it now, faults the same
+     * bytes back in. */
+    if (madvise(spool->map, (size_t)used, MADV_DONTNEED) != 0)
+        return -errno;
+    return 0;
 }
 
 int

@@ -282,4 +282,14 @@ int spool_recover(struct spool *spool, struct spool_stats *st, spool_quarantine_
  * available to us (statvfs of the spool dir) and the room left in the map. */
 int spool_free_space(struct spool *spool, uint64_t *bytes_avail);
 
+/* Unmap from this process the pages of data.mdb it has touched; they stay
+ * in the page cache. Why: every touch of the map (a B-tree walk, a body
+ * sent) maps the page and, by the kernel's fault-around, up to 15 of its
+ * neighbours, so without this mx2d's RSS grows toward the size of the queue
+ * (10,000 queued 2 KiB messages: ~30 MiB of it) though none of it is memory
+ * mx2d owns. Safe with readers running in other threads: what they touch
+ * next is faulted in again, the same bytes. Any thread; mx2d's writer calls
+ * it every WRITER_RELEASE_MS. Returns 0 or -errno. */
+int spool_release_pages(struct spool *spool);
+
 #endif

@@ -317,6 +317,36 @@ def test_connections_are_reused_and_queue_delivered_oldest_first(env):
     assert subjects == ["order %d" % i for i in range(5)], "not oldest first"
 
 
+def rss_file_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("RssFile:"):
+                return int(line.split()[1])
+    raise AssertionError("no RssFile in /proc/%d/status" % pid)
+
+
+def test_queue_file_pages_leave_mx2d_rss_after_a_drain(env):
+    # Delivering reads every body through LMDB's map of the queue file. The
+    # pages stay in the page cache, but mx2d unmaps them (writer, every
+    # 250 ms), so its RSS does not grow toward the size of the queue: here
+    # 300 x 64 KiB, ~19 MiB read.
+    primary = env.sink(start=False)
+    d = env.mx2(primary, retry_min="1h", retry_max="1h", probe_interval="1s")
+    time.sleep(0.5)
+    base = rss_file_kib(d.proc.pid)
+    body = (b"X" * 76 + b"\r\n") * (64 * 1024 // 78)
+    with smtplib.SMTP("127.0.0.1", d.port, timeout=30) as c:
+        c.ehlo("client.test")
+        for i in range(300):
+            send(d, [ALICE], message("big %d" % i, body=body), conn=c)
+    primary.start()
+    assert primary.wait_messages(300, 30), "queue not delivered:\n" + d.read_log()[-3000:]
+    wait_empty(d)
+    time.sleep(1.0)
+    grown = rss_file_kib(d.proc.pid) - base
+    assert grown < 8 * 1024, "mx2d keeps %d KiB of the queue file mapped" % grown
+
+
 def test_xforward_sent_when_offered(env):
     primary = env.sink(xforward=True)
     d = env.mx2(primary)

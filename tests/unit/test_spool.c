@@ -207,6 +207,91 @@ walk_stop_at_two(void *arg, const char *qid, struct envelope *env, int err)
     return ++*n == 2 ? 77 : 0;
 }
 
+/* This process's file-backed resident set, in KiB (/proc/self/status). */
+static long
+rss_file_kib(void)
+{
+    char line[256];
+    long kib = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "RssFile: %ld kB", &kib) == 1)
+            break;
+    fclose(f);
+    assert_true(kib >= 0);
+    return kib;
+}
+
+/* Read every body, check its bytes (each is filled with its index). */
+static void
+read_all_bodies(struct spool *sp, char qids[][QID_SIZE], size_t n, size_t len)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct spool_body b;
+        assert_int_equal(spool_body_open(sp, qids[i], &b), 0);
+        assert_int_equal(b.len, len);
+        for (size_t k = 0; k < len; k += 512)
+            if ((unsigned char)b.data[k] != (unsigned char)(i & 0xff))
+                fail_msg("body %zu byte %zu: %d", i, k, b.data[k]);
+        spool_body_close(&b);
+    }
+}
+
+/* spool_release_pages: the map's touched pages leave the resident set, and
+ * every byte reads the same afterwards, also through a body held open
+ * across the release. */
+static void
+test_release_pages(void **state)
+{
+    enum { N = 400, LEN = 32 * 1024 };
+    static char qids[N][QID_SIZE];
+    struct spool *sp;
+    struct test_env t;
+    char *body = malloc(LEN);
+    long before, touched, released;
+    struct spool_body held;
+
+    assert_non_null(body);
+    assert_int_equal(spool_open(tmpl_dir, 0, &sp), 0);
+    make_env(&t, "a@example.org", 1);
+    for (size_t i = 0; i < N; i++) {
+        struct spool_new m = {.env = &t.e, .body = body, .body_len = LEN, .body_fd = -1};
+        memset(body, (int)(i & 0xff), LEN);
+        assert_int_equal(spool_commit(sp, &m, 1), 0);
+        assert_int_equal(m.result, 0);
+        strcpy(qids[i], m.qid);
+    }
+    assert_int_equal(spool_checkpoint(sp), 0); /* all in LMDB: read through the map */
+    assert_int_equal(spool_release_pages(sp), 0);
+    before = rss_file_kib();
+    read_all_bodies(sp, qids, N, LEN);
+    touched = rss_file_kib();
+    /* 400 x 32 KiB = 12.5 MiB read through the map. */
+    assert_true(touched - before >= 10 * 1024);
+    assert_int_equal(spool_body_open(sp, qids[7], &held), 0);
+    assert_int_equal(spool_release_pages(sp), 0);
+    released = rss_file_kib();
+    assert_true(touched - released >= 10 * 1024);
+    for (size_t k = 0; k < LEN; k++)
+        if ((unsigned char)held.data[k] != 7)
+            fail_msg("held body byte %zu changed after the release", k);
+    spool_body_close(&held);
+    read_all_bodies(sp, qids, N, LEN);
+    spool_close(sp);
+
+    /* mx2ctl's read-only open finds its map too. */
+    assert_int_equal(spool_open(tmpl_dir, SPOOL_RDONLY, &sp), 0);
+    read_all_bodies(sp, qids, N, LEN);
+    touched = rss_file_kib();
+    assert_int_equal(spool_release_pages(sp), 0);
+    assert_true(touched - rss_file_kib() >= 10 * 1024);
+    read_all_bodies(sp, qids, N, LEN);
+    spool_close(sp);
+    free(body);
+}
+
 static void
 test_walk_stops(void **state)
 {
@@ -1038,6 +1123,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_commit_walk_get_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_walk_stops, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_release_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_from_tmp_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_update_states, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recover_and_readonly, setup, teardown),
