@@ -98,8 +98,6 @@ struct spool {
     struct spool_journal j;
     uint64_t room;    /* writer: the last spool_free_space before the journal's share */
     uint64_t room_ms; /* when it was taken (monotonic ms; 0: never) */
-    void *map;        /* LMDB's mapping of data.mdb (spool_find_map), or NULL */
-    size_t map_len;
 };
 
 /* LMDB codes stop here (STYLE.md: wrappers translate). */
@@ -986,35 +984,6 @@ spool_journal_salvage(struct spool *into, const char *qdir, uint64_t done_gen, u
     return rc;
 }
 
-/* Where LMDB mapped data.mdb: the mapping of its device and inode at offset
- * 0 in /proc/self/maps (LMDB does not tell; me_mapaddr is only set for a
- * fixed map). Not found: spool_release_pages does nothing. */
-static void
-spool_find_map(struct spool *s, const char *qdir)
-{
-    char *path = spool_join(qdir, "data.mdb"), line[512];
-    struct stat st;
-    FILE *f;
-
-    if (stat(path, &st) != 0 || (f = fopen("/proc/self/maps", "re")) == NULL) {
-        free(path);
-        return;
-    }
-    free(path);
-    while (fgets(line, sizeof(line), f) != NULL) {
-        unsigned long lo, hi, off, ino;
-        unsigned maj, mnr;
-        if (sscanf(line, "%lx-%lx %*s %lx %x:%x %lu", &lo, &hi, &off, &maj, &mnr, &ino) == 6 &&
-            off == 0 && ino == (unsigned long)st.st_ino && makedev(maj, mnr) == st.st_dev &&
-            hi > lo) {
-            s->map = (void *)(uintptr_t)lo;
-            s->map_len = hi - lo;
-            break;
-        }
-    }
-    fclose(f);
-}
-
 int
 spool_open(const char *dir, unsigned flags, struct spool **out)
 {
@@ -1068,7 +1037,6 @@ spool_open(const char *dir, unsigned flags, struct spool **out)
     if ((rc = spool_check_size(s, qdir)) != 0 || (rc = spool_open_dbs(s)) != 0 ||
         (rc = spool_journal_open(s, qdir)) != 0)
         goto fail;
-    spool_find_map(s, qdir);
     if (!(flags & SPOOL_RDONLY)) {
         /* data.mdb and lock.mdb may have just been created: make their
          * directory entries (and queue/, tmp/ themselves) durable before
@@ -1086,27 +1054,84 @@ fail:
     return rc;
 }
 
+/* The address range of the mapping of the file st describes (device and
+ * inode, from offset 0) in /proc/self/maps: LMDB does not tell where it
+ * mapped data.mdb (me_mapaddr is only set for a fixed map). */
+static int
+spool_map_range(const struct stat *st, uintptr_t *lo, uintptr_t *hi)
+{
+    char line[512];
+    FILE *f = fopen("/proc/self/maps", "re");
+    int rc = MX2_E_NOT_FOUND;
+
+    if (f == NULL)
+        return -errno;
+    /* "lo-hi perms offset major:minor inode path" */
+    while (rc != 0 && fgets(line, sizeof(line), f) != NULL) {
+        char *e, *p;
+        unsigned long a = strtoul(line, &e, 16), b, off, maj, mnr, ino;
+        if (*e != '-')
+            continue;
+        b = strtoul(e + 1, &e, 16);
+        if (*e != ' ' || (p = strchr(e + 1, ' ')) == NULL)
+            continue;
+        off = strtoul(p + 1, &e, 16);
+        maj = strtoul(e + 1, &e, 16);
+        if (*e != ':')
+            continue;
+        mnr = strtoul(e + 1, &e, 16);
+        ino = strtoul(e + 1, &e, 10);
+        if (off == 0 && b > a && ino == (unsigned long)st->st_ino &&
+            makedev((unsigned)maj, (unsigned)mnr) == st->st_dev) {
+            *lo = (uintptr_t)a;
+            *hi = (uintptr_t)b;
+            rc = 0;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
 int
 spool_release_pages(struct spool *spool)
 {
+    MDB_val k = {sizeof(spool_meta_version_key) - 1, (void *)spool_meta_version_key}, v;
     MDB_envinfo info;
     MDB_stat ms;
+    MDB_txn *txn;
+    struct stat st;
+    uintptr_t lo = 0, hi = 0, at;
     uint64_t used;
+    int fd, rc;
 
-    if (spool->map == NULL)
-        return 0;
-    if (mdb_env_info(spool->env, &info) != 0 || mdb_env_stat(spool->env, &ms) != 0)
+    if (mdb_env_get_fd(spool->env, &fd) != 0 || fstat(fd, &st) != 0)
         return MX2_E_INTERNAL;
-    used = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
-    if (used > spool->map_len)
-        used = spool->map_len;
-    /* A shared file mapping: the pages stay in the page cache (and on disk);
-     * only this process's page-table entries go. A reader touching a page
-     * afterwards, even one holding a pointer into it now, faults the same
-     * bytes back in. */
-    if (madvise(spool->map, (size_t)used, MADV_DONTNEED) != 0)
-        return -errno;
-    return 0;
+    /* Found anew each time, under a read transaction: while one is open,
+     * this process cannot remap (a read-only spool remaps when a writer
+     * grew the map), so the range cannot move before madvise. The base is
+     * derived from a pointer LMDB gave into the map, checked against it. */
+    if ((rc = spool_rtxn(spool, &txn)) != 0)
+        return rc;
+    if ((rc = spool_mdb_err(mdb_get(txn, spool->dbi_meta, &k, &v))) == 0 &&
+        (rc = spool_map_range(&st, &lo, &hi)) == 0) {
+        at = (uintptr_t)v.mv_data;
+        if (at < lo || at >= hi || mdb_env_info(spool->env, &info) != 0 ||
+            mdb_env_stat(spool->env, &ms) != 0) {
+            rc = MX2_E_INTERNAL;
+        } else {
+            used = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
+            if (used > hi - lo)
+                used = hi - lo;
+            /* A shared file mapping: the pages stay in the page cache (and
+             * on disk); only this process's page-table entries go. A reader
+             * touching a page afterwards, even one holding a pointer into it
+             * now, faults the same bytes back in. */
+            if (madvise((char *)v.mv_data - (at - lo), (size_t)used, MADV_DONTNEED) != 0)
+                rc = -errno;
+        }
+    }
+    mdb_txn_abort(txn);
+    return rc;
 }
 
 int

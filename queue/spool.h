@@ -288,8 +288,10 @@ int spool_free_space(struct spool *spool, uint64_t *bytes_avail);
  * neighbours, so without this mx2d's RSS grows toward the size of the queue
  * (10,000 queued 2 KiB messages: ~30 MiB of it) though none of it is memory
  * mx2d owns. Safe with readers running in other threads: what they touch
- * next is faulted in again, the same bytes. Any thread; mx2d's writer calls
- * it every WRITER_RELEASE_MS. Returns 0 or -errno. */
+ * next is faulted in again, the same bytes. Any thread (it opens a read
+ * transaction and reads /proc/self/maps); mx2d's writer calls it every
+ * WRITER_RELEASE_MS. Returns 0, -errno, or an mx2 code when the map
+ * cannot be found. */
 int spool_release_pages(struct spool *spool);
 
 #endif
