@@ -43,6 +43,7 @@ struct writer {
     int closed; /* handles closed so far (writer_stop) */
     uint64_t space_ms; /* writer thread: when free_space was last refreshed */
     uint64_t release_ms; /* writer thread: when the map's pages were last released */
+    int release_due;     /* writer thread: a round ran since (it may have touched pages) */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -202,6 +203,7 @@ writer_release_pages(struct writer *w)
     if (now - w->release_ms < WRITER_RELEASE_MS)
         return;
     w->release_ms = now;
+    w->release_due = 0;
     (void)spool_release_pages(w->spool); /* only memory accounting is at stake */
 }
 
@@ -216,6 +218,10 @@ writer_main(void *arg)
         uint64_t wait_ms = writer_checkpoint(w, 0);
 
         writer_release_pages(w);
+        /* Idle after rounds: wake to release what they touched (the
+         * flusher's reads too), not seconds later. */
+        if (w->release_due && wait_ms > WRITER_RELEASE_MS)
+            wait_ms = WRITER_RELEASE_MS;
 
         pthread_mutex_lock(&w->mu);
         while (w->queued_head == NULL && !w->stop) {
@@ -235,6 +241,8 @@ writer_main(void *arg)
                 if (spool_free_space(w->spool, &avail) == 0)
                     atomic_store(&w->free_space, avail);
                 writer_release_pages(w); /* what the last rounds touched */
+                if (w->release_due && wait_ms > WRITER_RELEASE_MS)
+                    wait_ms = WRITER_RELEASE_MS;
                 pthread_mutex_lock(&w->mu);
             }
         }
@@ -248,6 +256,7 @@ writer_main(void *arg)
         }
         pthread_mutex_unlock(&w->mu);
         writer_round(w, jobs);
+        w->release_due = 1;
     }
 }
 
