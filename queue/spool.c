@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <lmdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1132,6 +1134,96 @@ spool_release_pages(struct spool *spool)
     }
     mdb_txn_abort(txn);
     return rc;
+}
+
+/* ---- probing before the open (spool_probe) ---- */
+
+enum { SPOOL_PROBE_OK = 0, SPOOL_PROBE_OTHER = 2, SPOOL_PROBE_DAMAGED = 3, SPOOL_PROBE_FAULT = 4 };
+
+/* In the probe child: a fault is the answer, not a crash to report. */
+static void
+spool_probe_on_fault(int sig)
+{
+    (void)sig;
+    _exit(SPOOL_PROBE_FAULT);
+}
+
+/* Every record of dbi, and for the envelopes their body's record. */
+static int
+spool_probe_db(struct spool *s, MDB_txn *txn, MDB_dbi dbi)
+{
+    MDB_cursor *cur;
+    MDB_val k, v, b;
+    int rc;
+
+    if (mdb_cursor_open(txn, dbi, &cur) != 0)
+        return SPOOL_PROBE_OTHER;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (dbi == s->dbi_env) {
+            int brc = mdb_get(txn, s->dbi_body, &k, &b);
+            if (brc != 0 && brc != MDB_NOTFOUND) {
+                rc = brc;
+                break;
+            }
+        }
+    }
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND)
+        return SPOOL_PROBE_OK;
+    return spool_mdb_err(rc) == MX2_E_CORRUPT ? SPOOL_PROBE_DAMAGED : SPOOL_PROBE_OTHER;
+}
+
+static int
+spool_probe_child(const char *dir)
+{
+    struct sigaction sa;
+    struct spool *s = NULL;
+    MDB_txn *txn;
+    int rc;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = spool_probe_on_fault;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
+    sigaction(SIGSEGV, &sa, NULL);
+    sigaction(SIGFPE, &sa, NULL);
+    /* The read-only open reads the meta database and the journal. */
+    rc = spool_open(dir, SPOOL_RDONLY, &s);
+    if (rc != 0 || s == NULL)
+        return rc == MX2_E_CORRUPT ? SPOOL_PROBE_DAMAGED : SPOOL_PROBE_OTHER;
+    if (spool_rtxn(s, &txn) != 0) {
+        spool_close(s);
+        return SPOOL_PROBE_OTHER;
+    }
+    /* 0 is LMDB's free-page database: a writer allocates from it. */
+    if ((rc = spool_probe_db(s, txn, 0)) == SPOOL_PROBE_OK &&
+        (rc = spool_probe_db(s, txn, s->dbi_env)) == SPOOL_PROBE_OK)
+        rc = spool_probe_db(s, txn, s->dbi_body);
+    mdb_txn_abort(txn);
+    spool_close(s); /* frees its reader slot before the parent opens */
+    return rc;
+}
+
+int
+spool_probe(const char *dir)
+{
+    int status;
+    pid_t pid = fork();
+
+    if (pid < 0)
+        return 0; /* no probe; the open itself will do */
+    if (pid == 0)
+        _exit(spool_probe_child(dir)); /* no atexit handlers: the parent's */
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return 0;
+    if (WIFSIGNALED(status))
+        return MX2_E_CORRUPT;
+    if (WIFEXITED(status) &&
+        (WEXITSTATUS(status) == SPOOL_PROBE_DAMAGED || WEXITSTATUS(status) == SPOOL_PROBE_FAULT))
+        return MX2_E_CORRUPT;
+    return 0;
 }
 
 int

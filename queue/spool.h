@@ -67,6 +67,18 @@ struct spool;
  * the environment variable MX2_SPOOL_MAPSIZE holds a byte count (tests).
  * Read-only: -ENOENT when <dir>/queue/data.mdb does not exist. */
 int spool_open(const char *dir, unsigned flags, struct spool **out);
+
+/* Before mx2d opens its spool: read all of it that a start reads or a
+ * writer may allocate from (the meta database, the free list, every
+ * envelope with its body's record) in a forked child, read-only. LMDB
+ * trusts the file's page numbers, so a damaged page there kills its reader
+ * (SIGBUS, SIGSEGV) instead of returning an error: better the child than
+ * mx2d at every start. Returns MX2_E_CORRUPT when the child died or found
+ * the B-tree damaged (the caller sets the spool aside and salvages it),
+ * else 0, also when there is no spool yet or the child could not run (the
+ * open that follows reports those). Call with no spool of dir open in this
+ * process and before other threads start (fork). Blocking. */
+int spool_probe(const char *dir);
 void spool_close(struct spool *spool);
 
 /* A spool that spool_open refuses as MX2_E_CORRUPT (data.mdb shorter than

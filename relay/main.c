@@ -361,11 +361,15 @@ mx2d_open_spool(const char *dir, struct spool **out, struct spool_stats *st)
 {
     char moved[SPOOL_PATH_MAX];
     struct salvage_stats sv;
-    int rc = spool_open(dir, 0, out);
+    /* A child reads it first: a damaged page can kill its reader. */
+    int rc = spool_probe(dir);
 
-    if (rc == 0 && (rc = spool_recover(*out, st, main_quarantined, NULL)) == MX2_E_CORRUPT) {
-        spool_close(*out);
-        *out = NULL;
+    if (rc != MX2_E_CORRUPT) {
+        rc = spool_open(dir, 0, out);
+        if (rc == 0 && (rc = spool_recover(*out, st, main_quarantined, NULL)) == MX2_E_CORRUPT) {
+            spool_close(*out);
+            *out = NULL;
+        }
     }
     if (rc != MX2_E_CORRUPT)
         return rc;
