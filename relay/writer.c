@@ -72,6 +72,16 @@ writer_append(struct writer_job **head, struct writer_job **tail, struct writer_
     *tail = last;
 }
 
+/* Monotonic milliseconds (writer thread's own timing). */
+static uint64_t
+writer_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 /* Whether a job of the round failed for want of space. */
 static int
 writer_round_full(const struct writer_job *jobs)
@@ -138,10 +148,7 @@ writer_round(struct writer *w, struct writer_job *jobs)
     /* The free-space figure (452 at MAIL when low; the journal's room):
      * refreshed every 50 ms while rounds run, at once after a full disk. */
     {
-        struct timespec now;
-        uint64_t avail, ms;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        ms = (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
+        uint64_t avail, ms = writer_now_ms();
         if (ms - w->space_ms >= 50 || writer_round_full(jobs)) {
             if (spool_free_space(w->spool, &avail) == 0)
                 atomic_store(&w->free_space, avail);
@@ -195,11 +202,8 @@ writer_checkpoint(struct writer *w, int force)
 static void
 writer_release_pages(struct writer *w)
 {
-    struct timespec ts;
-    uint64_t now;
+    uint64_t now = writer_now_ms();
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
     if (now - w->release_ms < WRITER_RELEASE_MS)
         return;
     w->release_ms = now;
