@@ -1148,6 +1148,16 @@ spool_probe_on_fault(int sig)
     _exit(SPOOL_PROBE_FAULT);
 }
 
+/* A read-only walk that fails: LMDB reports a page that does not parse as
+ * MDB_CORRUPTED, or, depending on where the damage sits, with codes we do
+ * not map (MX2_E_INTERNAL). Either way the tree cannot be trusted. Another
+ * LMDB's format or a system error is not damage. */
+static int
+spool_probe_verdict(int rc)
+{
+    return rc == MX2_E_CORRUPT || rc == MX2_E_INTERNAL ? SPOOL_PROBE_DAMAGED : SPOOL_PROBE_OTHER;
+}
+
 /* Every record of dbi, and for the envelopes their body's record. */
 static int
 spool_probe_db(struct spool *s, MDB_txn *txn, MDB_dbi dbi)
@@ -1171,7 +1181,7 @@ spool_probe_db(struct spool *s, MDB_txn *txn, MDB_dbi dbi)
     mdb_cursor_close(cur);
     if (rc == MDB_NOTFOUND)
         return SPOOL_PROBE_OK;
-    return spool_mdb_err(rc) == MX2_E_CORRUPT ? SPOOL_PROBE_DAMAGED : SPOOL_PROBE_OTHER;
+    return spool_probe_verdict(spool_mdb_err(rc));
 }
 
 static int
@@ -1191,7 +1201,7 @@ spool_probe_child(const char *dir)
     /* The read-only open reads the meta database and the journal. */
     rc = spool_open(dir, SPOOL_RDONLY, &s);
     if (rc != 0 || s == NULL)
-        return rc == MX2_E_CORRUPT ? SPOOL_PROBE_DAMAGED : SPOOL_PROBE_OTHER;
+        return spool_probe_verdict(rc);
     if (spool_rtxn(s, &txn) != 0) {
         spool_close(s);
         return SPOOL_PROBE_OTHER;

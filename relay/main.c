@@ -366,7 +366,14 @@ mx2d_open_spool(const char *dir, struct spool **out, struct spool_stats *st)
 
     if (rc != MX2_E_CORRUPT) {
         rc = spool_open(dir, 0, out);
-        if (rc == 0 && (rc = spool_recover(*out, st, main_quarantined, NULL)) == MX2_E_CORRUPT) {
+        if (rc == 0)
+            rc = spool_recover(*out, st, main_quarantined, NULL);
+        /* LMDB reports some damage with codes we do not map (INTERNAL):
+         * that too is a queue that cannot be used in place. Set aside, it
+         * loses nothing: salvage copies what still reads. */
+        if (rc == MX2_E_INTERNAL)
+            rc = MX2_E_CORRUPT;
+        if (rc != 0 && *out != NULL) {
             spool_close(*out);
             *out = NULL;
         }
