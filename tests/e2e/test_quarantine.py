@@ -133,8 +133,11 @@ def test_page_that_does_not_parse_is_salvaged_around(tmp_path):
         # that page. (Wiping every page where the bytes occur also hit stale
         # copies in the unused gap of branch pages, breaking both walks'
         # paths: a layout-dependent test.)
-        pages = [p for p in env_leaf_pages(raw)
-                 if b"q0150@sender.test" in raw[p * PAGE:(p + 1) * PAGE]]
+        def holds(p):  # in the nodes, [upper, end), not in the free gap
+            page = raw[p * PAGE:(p + 1) * PAGE]
+            upper = int.from_bytes(page[14:16], "little")
+            return b"q0150@sender.test" in page[upper:]
+        pages = [p for p in env_leaf_pages(raw) if holds(p)]
         assert len(pages) == 1, pages
         f.seek(pages[0] * PAGE)
         f.write(b"\xff" * 16)
